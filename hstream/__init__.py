@@ -1,0 +1,3 @@
+"""hstream: Hadoop Streaming jobs on a manager and workers, without Hadoop."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from hstream.cli import main
+
+main()

@@ -1,0 +1,150 @@
+"""The shuffle: map output stays on the worker that made it; reducers fetch it over TCP.
+
+Layout on a worker: ``WORKDIR/JOB/maps/ATTEMPT/part-RRRRR`` plus ``meta.json``.
+A fetch is one authenticated request ``{"op": "fetch", "job_id", "attempt_id",
+"partition"}`` answered by ``{"op": "data", "size", "keyed"}``, the bytes as
+data frames, and ``{"op": "end"}``; or ``{"op": "missing"}``. A reducer that
+cannot fetch a map's output reports which map, and the manager re-runs that
+map (Hadoop's fetch-failure rule). Stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from hstream import protocol
+from hstream.errors import ProtocolError
+from hstream.job import MapOutput, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+FRAME = 1 << 20
+FETCH_THREADS = 4
+FETCH_RETRIES = 3
+FETCH_TIMEOUT = 30.0
+_ID = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def map_output_dir(job_dir: str, attempt_id: str) -> str:
+    return os.path.join(job_dir, "maps", attempt_id)
+
+
+def partition_name(r: int) -> str:
+    return f"part-{r:05d}"
+
+
+def write_meta(outdir: str, keyed: bool) -> None:
+    with open(os.path.join(outdir, "meta.json"), "w", encoding="utf-8") as f:
+        json.dump({"keyed": keyed}, f)
+
+
+# -- server side (in the worker) -----------------------------------------------------
+
+
+def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str) -> None:
+    """Answer one fetch request on an authenticated channel."""
+    job_id, attempt_id, part = msg.get("job_id"), msg.get("attempt_id"), msg.get("partition")
+    if not (isinstance(job_id, str) and isinstance(attempt_id, str) and isinstance(part, int)
+            and _ID.match(job_id) and _ID.match(attempt_id) and part >= 0):
+        raise ProtocolError(f"{chan.peer}: malformed fetch request")
+    outdir = map_output_dir(os.path.join(workdir, job_id), attempt_id)
+    path = os.path.join(outdir, partition_name(part))
+    try:
+        with open(os.path.join(outdir, "meta.json"), encoding="utf-8") as f:
+            keyed = bool(json.load(f).get("keyed"))
+        f2 = open(path, "rb")
+    except OSError:
+        chan.send({"op": "missing"})
+        return
+    with f2:
+        size = os.fstat(f2.fileno()).st_size
+        chan.send({"op": "data", "size": size, "keyed": keyed})
+        while True:
+            data = f2.read(FRAME)
+            if not data:
+                break
+            chan.send_bytes(data)
+    chan.send({"op": "end"})
+
+
+# -- client side (in a reduce attempt) ---------------------------------------------
+
+
+@dataclass
+class Fetched:
+    paths: list[str] = field(default_factory=list)
+    bytes: int = 0
+    keyed: bool = False
+    failed_map: int | None = None
+    error: str = ""
+
+
+def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str, secret: bytes) -> tuple[int, bool]:
+    """Fetch one map's partition into `dest`; (bytes, keyed). Raises OSError/ProtocolError."""
+    chan = protocol.connect(src.host, src.port, secret, timeout=FETCH_TIMEOUT)
+    try:
+        chan.sock.settimeout(FETCH_TIMEOUT)
+        chan.send({"op": "fetch", "job_id": job_id, "attempt_id": src.attempt_id,
+                   "partition": partition})
+        head = chan.recv()
+        if head["op"] != "data":
+            raise FileNotFoundError(f"map output {src.attempt_id} is gone from {src.host}")
+        got = 0
+        with open(dest + ".tmp", "wb") as out:
+            while True:
+                kind, body = chan.recv_frame()
+                if kind != b"B":
+                    break
+                out.write(body)
+                got += len(body)
+        if got != head["size"]:
+            raise ProtocolError(f"short fetch from {src.host}: {got} of {head['size']} bytes")
+        os.replace(dest + ".tmp", dest)
+        return got, bool(head["keyed"])
+    finally:
+        chan.close()
+
+
+def _fetch_with_retries(src: MapOutput, spec: TaskSpec, dest: str, secret: bytes) -> tuple[int, bool]:
+    last: Exception | None = None
+    for _ in range(FETCH_RETRIES):
+        try:
+            return fetch_one(src, spec.job_id, spec.index, dest, secret)
+        except FileNotFoundError:
+            raise
+        except (OSError, ProtocolError, EOFError) as e:
+            last = e
+            logger.warning("fetch of map %d from %s:%d failed: %s", src.map_index, src.host,
+                           src.port, e)
+    raise OSError(str(last))
+
+
+def fetch_all(spec: TaskSpec, dest_dir: str, secret: bytes) -> Fetched:
+    """Fetch this reducer's partition from every map, a few at a time."""
+    result = Fetched()
+    jobs = {}
+    with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
+        for src in spec.sources:
+            dest = os.path.join(dest_dir, f"map-{src.map_index:06d}")
+            jobs[src.map_index] = (dest, pool.submit(_fetch_with_retries, src, spec, dest, secret))
+        for map_index, (dest, fut) in sorted(jobs.items()):
+            try:
+                size, keyed = fut.result()
+            except (OSError, EOFError) as e:
+                if result.failed_map is None:
+                    result.failed_map, result.error = map_index, str(e)
+                continue
+            result.paths.append(dest)
+            result.bytes += size
+            result.keyed = result.keyed or keyed
+    return result
+
+
+def is_connection_error(e: BaseException) -> bool:
+    return isinstance(e, (OSError, EOFError, socket.timeout, ProtocolError))

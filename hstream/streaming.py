@@ -1,0 +1,296 @@
+"""Hadoop Streaming's command line: from `hadoop jar hadoop-streaming.jar …` words to a JobSpec.
+
+Both spellings are accepted (`-mapper` and `--mapper`), generic options too
+(`-D k=v`, `-Dk=v`, `-files`, `-archives`), and the old names Hadoop still
+takes map to the new ones. Anything not understood is an error that names it:
+a silently ignored option is a job that does the wrong thing.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+
+from hstream import command as commands
+from hstream.errors import ConfigError, HstreamError, OutputExists
+from hstream.job import JobSpec, ShipFile
+from hstream.splits import list_inputs
+
+#: Old property names Hadoop still accepts, and the new names they stand for.
+DEPRECATED = {
+    "mapred.reduce.tasks": "mapreduce.job.reduces",
+    "mapred.map.tasks": "mapreduce.job.maps",
+    "mapred.job.name": "mapreduce.job.name",
+    "mapred.map.max.attempts": "mapreduce.map.maxattempts",
+    "mapred.reduce.max.attempts": "mapreduce.reduce.maxattempts",
+    "mapred.task.timeout": "mapreduce.task.timeout",
+    "mapred.map.tasks.speculative.execution": "mapreduce.map.speculative",
+    "mapred.reduce.tasks.speculative.execution": "mapreduce.reduce.speculative",
+    "mapred.output.compress": "mapreduce.output.fileoutputformat.compress",
+    "mapred.output.compression.codec": "mapreduce.output.fileoutputformat.compress.codec",
+    "mapred.textoutputformat.separator": "mapreduce.output.textoutputformat.separator",
+    "mapred.text.key.partitioner.options": "mapreduce.partition.keypartitioner.options",
+    "mapred.text.key.comparator.options": "mapreduce.partition.keycomparator.options",
+    "mapred.output.key.comparator.class": "mapreduce.job.output.key.comparator.class",
+    "map.output.key.field.separator": "mapreduce.map.output.key.field.separator",
+    "mapred.line.input.format.linespermap": "mapreduce.input.lineinputformat.linespermap",
+    "key.value.separator.in.input.line":
+        "mapreduce.input.keyvaluelinerecordreader.key.value.separator",
+    "mapred.job.reduce.input.buffer.percent": "mapreduce.reduce.input.buffer.percent",
+    "mapred.max.tracker.failures": "mapreduce.job.maxtaskfailures.per.tracker",
+    "mapred.skip.mode.enabled": "mapreduce.task.skip.start.attempts",
+}
+
+#: Properties hstream implements. Everything else is refused by name.
+SUPPORTED = {
+    "mapreduce.job.reduces", "mapreduce.job.maps", "mapreduce.job.name",
+    "mapreduce.map.maxattempts", "mapreduce.reduce.maxattempts", "mapreduce.task.timeout",
+    "mapreduce.map.speculative", "mapreduce.reduce.speculative",
+    "mapreduce.job.maxtaskfailures.per.tracker",
+    "mapreduce.output.fileoutputformat.compress", "mapreduce.output.fileoutputformat.compress.codec",
+    "mapreduce.output.textoutputformat.separator",
+    "mapreduce.partition.keypartitioner.options", "mapreduce.partition.keycomparator.options",
+    "mapreduce.job.output.key.comparator.class", "mapreduce.map.output.key.field.separator",
+    "mapreduce.input.lineinputformat.linespermap",
+    "mapreduce.input.keyvaluelinerecordreader.key.value.separator",
+    "mapreduce.fileoutputcommitter.marksuccessfuljobs",
+    "stream.map.output.field.separator", "stream.num.map.output.key.fields",
+    "stream.map.input.field.separator", "stream.reduce.input.field.separator",
+    "stream.reduce.output.field.separator", "stream.num.reduce.output.key.fields",
+    "stream.map.input.ignoreKey", "stream.non.zero.exit.is.failure",
+    "stream.jobconf.truncate.limit", "stream.stderr.reporter.prefix",
+    "mapreduce.fieldsel.data.field.separator", "mapreduce.fieldsel.map.output.key.value.fields.spec",
+    "mapreduce.fieldsel.reduce.output.key.value.fields.spec",
+}
+
+COMPARATORS = {
+    "org.apache.hadoop.mapreduce.lib.partition.KeyFieldBasedComparator",
+    "org.apache.hadoop.mapred.lib.KeyFieldBasedComparator",
+}
+PARTITIONERS = {
+    "org.apache.hadoop.mapred.lib.KeyFieldBasedPartitioner",
+    "org.apache.hadoop.mapreduce.lib.partition.KeyFieldBasedPartitioner",
+}
+INPUT_FORMATS = {
+    "TextInputFormat", "KeyValueTextInputFormat",
+}
+
+_VALUE_OPTS = {
+    "input", "output", "mapper", "reducer", "combiner", "numReduceTasks", "file", "files",
+    "cmdenv", "partitioner", "inputformat", "outputformat", "D", "jobconf", "archives",
+    "workers", "config",
+}
+_FLAG_OPTS = {"lazyOutput", "verbose", "background", "info", "help"}
+
+
+@dataclass
+class Options:
+    """The parsed command line: the job, plus how the client should run it."""
+
+    spec: JobSpec
+    workers: int | None = None
+    config: str | None = None
+    verbose: bool = False
+    background: bool = False
+    help: bool = False
+    conf_order: list[str] = field(default_factory=list)
+
+
+def _words(argv: list[str]) -> list[tuple[str, str | None]]:
+    """(option, value) pairs; values are None for flags."""
+    pairs: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if not word.startswith("-") or word in ("-", "--"):
+            raise ConfigError(f"unexpected argument: {word}")
+        name = word.lstrip("-")
+        if name.startswith("D") and len(name) > 1 and "=" in name:
+            pairs.append(("D", name[1:]))
+            i += 1
+            continue
+        if "=" in name and name.split("=", 1)[0] in _VALUE_OPTS and word.startswith("--"):
+            name, value = name.split("=", 1)
+            pairs.append((name, value))
+            i += 1
+            continue
+        if name in _FLAG_OPTS:
+            pairs.append((name, None))
+            i += 1
+            continue
+        if name not in _VALUE_OPTS:
+            raise ConfigError(f"unknown option: {word}")
+        if i + 1 >= len(argv):
+            raise ConfigError(f"option {word} needs a value")
+        pairs.append((name, argv[i + 1]))
+        i += 2
+    return pairs
+
+
+def _property(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"property must be KEY=VALUE: {text}")
+    key = DEPRECATED.get(key, key)
+    if key not in SUPPORTED and not key.startswith("hstream."):
+        raise ConfigError(f"unsupported property: {key}")
+    return key, value
+
+
+def parse(argv: list[str], cwd: str | None = None) -> Options:
+    """Parse a streaming command line; ConfigError names what is wrong."""
+    cwd = cwd or os.getcwd()
+    inputs: list[str] = []
+    files: list[ShipFile] = []
+    cmdenv: dict[str, str] = {}
+    conf: dict[str, str] = {}
+    single: dict[str, str] = {}
+    opts = Options(spec=JobSpec(name="", inputs=[], output="", mapper="cat", reducer="cat"))
+    for name, value in _words(argv):
+        if name == "input":
+            assert value is not None
+            inputs += [v for v in value.split(",") if v]
+        elif name in ("file", "files", "archives"):
+            assert value is not None
+            files += _ship(value, name == "archives", cwd)
+        elif name == "cmdenv":
+            assert value is not None
+            k, sep, v = value.partition("=")
+            if not sep or not k:
+                raise ConfigError(f"-cmdenv must be NAME=VALUE: {value}")
+            cmdenv[k] = v
+        elif name in ("D", "jobconf"):
+            assert value is not None
+            k, v = _property(value)
+            conf[k] = v
+        elif name in _FLAG_OPTS:
+            setattr(opts, {"lazyOutput": "lazy", "info": "help"}.get(name, name), True)
+        else:
+            assert value is not None
+            single[name] = value
+    if opts.help:
+        return opts
+    return _build(opts, single, inputs, files, cmdenv, conf, cwd)
+
+
+def _build(opts: Options, single: dict[str, str], inputs: list[str], files: list[ShipFile],
+           cmdenv: dict[str, str], conf: dict[str, str], cwd: str) -> Options:
+    if not inputs:
+        raise ConfigError("missing required option: -input")
+    if "output" not in single:
+        raise ConfigError("missing required option: -output")
+    if "workers" in single:
+        opts.workers = _int(single["workers"], "--workers", minimum=1)
+    opts.config = single.get("config")
+    _classes(single, conf)
+    mapper = single.get("mapper", "cat")
+    reducer: str | None = single.get("reducer", "cat")
+    reduces = _int(conf.get("mapreduce.job.reduces", "1"), "mapreduce.job.reduces")
+    if "numReduceTasks" in single:
+        reduces = _int(single["numReduceTasks"], "-numReduceTasks")
+    if reducer == "NONE" or reduces == 0:
+        reducer, reduces = None, 0
+    _check_ints(conf)
+    mapper = _localize(mapper, "mapper", files, cwd)
+    combiner = single.get("combiner")
+    if combiner is not None:
+        combiner = _localize(combiner, "combiner", files, cwd)
+    if reducer is not None:
+        reducer = _localize(reducer, "reducer", files, cwd)
+    output = os.path.abspath(os.path.join(cwd, single["output"]))
+    spec = JobSpec(
+        name=conf.get("mapreduce.job.name", "streamjob"), inputs=[os.path.join(cwd, i) for i in inputs],
+        output=output, mapper=mapper, reducer=reducer, combiner=combiner, num_reduces=reduces,
+        files=files, cmdenv=cmdenv, conf=conf, lazy_output=getattr(opts, "lazy", False), cwd=cwd)
+    opts.spec = spec
+    return opts
+
+
+def _classes(single: dict[str, str], conf: dict[str, str]) -> None:
+    """-partitioner, -inputformat, -outputformat and the comparator class: Hadoop's names only."""
+    part = single.get("partitioner")
+    if part is not None:
+        if part not in PARTITIONERS:
+            raise ConfigError(f"unsupported partitioner: {part}")
+        conf["hstream.partitioner"] = "KeyFieldBasedPartitioner"
+    fmt = single.get("inputformat")
+    if fmt is not None:
+        short = fmt.rsplit(".", 1)[-1]
+        if short not in INPUT_FORMATS:
+            raise ConfigError(f"unsupported input format: {fmt}")
+        conf["hstream.inputformat"] = short
+    out = single.get("outputformat")
+    if out is not None and out.rsplit(".", 1)[-1] != "TextOutputFormat":
+        raise ConfigError(f"unsupported output format: {out}")
+    comparator = conf.get("mapreduce.job.output.key.comparator.class")
+    if comparator is not None and comparator not in COMPARATORS:
+        raise ConfigError(f"unsupported comparator class: {comparator}")
+
+
+def _int(text: str, what: str, minimum: int = 0) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{what} must be a whole number: {text}") from None
+    if value < minimum:
+        raise ConfigError(f"{what} must be at least {minimum}: {text}")
+    return value
+
+
+def _check_ints(conf: dict[str, str]) -> None:
+    for key in ("mapreduce.job.maps", "mapreduce.map.maxattempts", "mapreduce.reduce.maxattempts",
+                "stream.num.map.output.key.fields", "stream.num.reduce.output.key.fields",
+                "mapreduce.task.timeout", "mapreduce.input.lineinputformat.linespermap"):
+        if key in conf:
+            _int(conf[key], key, minimum=1 if "fields" in key or "attempts" in key else 0)
+
+
+def _ship(value: str, archive: bool, cwd: str) -> list[ShipFile]:
+    shipped = []
+    for item in (v for v in value.split(",") if v):
+        path, _, alias = item.partition("#")
+        full = os.path.abspath(os.path.join(cwd, path))
+        if not os.path.exists(full):
+            raise HstreamError(f"file to ship does not exist: {path}", 2)
+        shipped.append(ShipFile(full, alias or os.path.basename(path), archive))
+    return shipped
+
+
+def _localize(cmd: str, role: str, files: list[ShipFile], cwd: str) -> str:
+    """Check the command's program before the job starts; ship it if it is a local file."""
+    argv = commands.split_command(cmd)
+    if not argv:
+        raise ConfigError(f"{role} command is empty")
+    if commands.builtin_argv(argv, role) is not None:
+        return cmd
+    program = argv[0]
+    shipped = {f.name for f in files}
+    local = os.path.join(cwd, program)
+    if os.sep in program or (os.path.isfile(local) and program not in shipped):
+        if not os.path.isfile(local):
+            raise ConfigError(f"{role} not found: {program}")
+        if not os.access(local, os.X_OK):
+            raise ConfigError(f"{role} is not executable: {program}")
+        name = os.path.basename(program)
+        if name not in shipped:
+            files.append(ShipFile(os.path.abspath(local), name))
+        return " ".join([shlex.quote(name), *(_requote(a) for a in argv[1:])])
+    if program in shipped:
+        return cmd
+    if commands.shutil.which(program) is None:
+        raise ConfigError(f"{role} not found: {program}")
+    return cmd
+
+
+def _requote(arg: str) -> str:
+    return f"'{arg}'" if (" " in arg or not arg) and "'" not in arg else arg
+
+
+def check_output(output: str) -> None:
+    if os.path.lexists(output):
+        raise OutputExists(f"output directory already exists: {output}")
+
+
+def check_inputs(inputs: list[str]) -> list[str]:
+    return list_inputs(inputs)

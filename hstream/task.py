@@ -1,0 +1,507 @@
+"""The task runner: one attempt of a map or reduce task, as its own process.
+
+The worker starts `python -m hstream.task ATTEMPT_DIR` in a new session and
+writes the cluster secret and the TaskSpec (JSON) on its stdin. Killing the
+session kills the attempt: this process, the user's command, the sorts.
+
+Map:    split -> [feeder] -> mapper -> Spiller (sort runs) -> sort -m -> route to
+        partition files (through `combiner | sort` when there is one)
+Reduce: fetch partitions -> sort -m -> [groups counted] -> reducer -> part file
+
+Python moves buffers between processes; lines are only touched by C code
+(`sort`, bytes methods) or, per distinct key, by `partition.route_sorted`.
+Reports go to stdout as JSON lines: {"progress": …}, finally {"result": …}.
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from hstream import command as commands
+from hstream import shuffle
+from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
+from hstream.output import CODECS, OutputWriter
+from hstream.partition import KeySpec, count_groups, route_lines, route_sorted
+from hstream.reporter import StderrReader
+from hstream.sorting import DEFAULT_BUFFER, Run, SortOrder, Spiller, merge_command, sort_command, sort_env
+from hstream.splits import read_split
+from hstream import keyfields
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+MFW = "Map-Reduce Framework"
+
+
+class TaskError(Exception):
+    """The attempt failed; the message and fields go into its TaskResult."""
+
+    def __init__(self, message: str, exit_status: int | None = None,
+                 tail: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+        self.tail = tail or []
+
+
+class Reporter:
+    """Progress lines to the worker, at most one a second."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+        self.last = 0.0
+
+    def send(self, msg: dict[str, Any], force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < 1.0:
+            return
+        self.last = now
+        with self.lock:
+            try:
+                self.out.write(json.dumps(msg).encode() + b"\n")
+                self.out.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+
+
+class Attempt:
+    """Directories, environment and the user's command for one attempt."""
+
+    def __init__(self, spec: TaskSpec, root: str, secret: bytes, reporter: Reporter) -> None:
+        self.spec = spec
+        self.root = root
+        self.secret = secret
+        self.reporter = reporter
+        self.conf = spec.conf
+        self.work = os.path.join(root, "work")
+        self.tmp = os.path.join(root, "tmp")
+        #: The worker's directory for this job (attempts live in JOB/attempts/ATTEMPT).
+        self.job_dir = os.path.dirname(os.path.dirname(root))
+        for d in (self.work, self.tmp):
+            os.makedirs(d, exist_ok=True)
+        self._ship_files()
+        self.counters: dict[str, dict[str, int]] = {}
+        self.stderr: StderrReader | None = None
+        self.buffer = int(self.conf.get("hstream.sort.buffer.bytes", DEFAULT_BUFFER))
+
+    def count(self, name: str, amount: int, group: str = MFW) -> None:
+        g = self.counters.setdefault(group, {})
+        g[name] = g.get(name, 0) + amount
+
+    def _ship_files(self) -> None:
+        for f in self.spec.files:
+            link = os.path.join(self.work, f.name)
+            if os.path.lexists(link):
+                continue
+            if f.archive:
+                shutil.unpack_archive(f.path, link)
+            else:
+                os.symlink(f.path, link)
+
+    def environment(self) -> dict[str, str]:
+        s = self.spec
+        conf = dict(s.conf)
+        conf.update({
+            "mapreduce.job.id": s.job_id,
+            "mapreduce.task.id": s.task_id,
+            "mapreduce.task.attempt.id": s.attempt_id,
+            "mapreduce.task.partition": str(s.index),
+            "mapreduce.task.ismap": "true" if s.kind == "map" else "false",
+            "mapreduce.task.output.dir": os.path.join(s.output_dir, "_temporary", s.attempt_id),
+            "mapreduce.job.local.dir": self.work,
+        })
+        if s.split is not None:
+            conf.update({
+                "mapreduce.map.input.file": s.split.path,
+                "mapreduce.map.input.start": str(s.split.start),
+                "mapreduce.map.input.length": str(s.split.length),
+                "map.input.file": s.split.path,
+            })
+        base = dict(os.environ)
+        base["TMPDIR"] = self.tmp
+        base["PATH"] = self.work + os.pathsep + base.get("PATH", os.defpath)
+        truncate = int(s.conf.get("stream.jobconf.truncate.limit", "-1"))
+        env = commands.task_environment(conf, s.env, base, truncate)
+        env["mapreduce_task_is_map"] = env["mapreduce_task_ismap"]
+        return env
+
+    def start(self, command: str, kind: str, stdin: Any, stdout: Any) -> subprocess.Popen[bytes]:
+        """Start the user's command with its stderr drained into the attempt log."""
+        try:
+            argv = commands.resolve(command, self.work, kind=kind)
+        except OSError as e:
+            raise TaskError(str(e)) from None
+        log = open(os.path.join(self.root, "stderr.log"), "ab")
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                                cwd=self.work, env=self.environment())
+        prefix = self.conf.get("stream.stderr.reporter.prefix", "reporter:").encode()
+        assert proc.stderr is not None
+        self.stderr = StderrReader(proc.stderr, log, prefix)
+        self.stderr.start()
+        return proc
+
+    def check_exit(self, proc: subprocess.Popen[bytes], what: str) -> None:
+        status = proc.wait()
+        if self.stderr is not None:
+            self.stderr.join()
+        if status == 0:
+            return
+        if self.conf.get("stream.non.zero.exit.is.failure", "true").lower() == "false":
+            logger.warning("%s exited with status %d (ignored)", what, status)
+            return
+        tail = list(self.stderr.tail) if self.stderr else []
+        raise TaskError(f"{what} subprocess failed with code {status}", status, tail)
+
+    def user_counters(self) -> None:
+        if self.stderr is not None:
+            for group, names in self.stderr.snapshot().items():
+                for name, value in names.items():
+                    self.count(name, value, group)
+
+    def output_writer(self, key: KeySpec) -> OutputWriter:
+        s = self.spec
+        name = f"part-{s.index:05d}"
+        path = os.path.join(s.output_dir, "_temporary", s.attempt_id, name)
+        codec = ""
+        if self.conf.get("mapreduce.output.fileoutputformat.compress", "false").lower() == "true":
+            codec = CODECS.get(self.conf.get("mapreduce.output.fileoutputformat.compress.codec",
+                                             "gzip"), ".gz")
+        out_sep = self.conf.get("mapreduce.output.textoutputformat.separator", "\t").encode()
+        return OutputWriter(path, key, out_sep, codec, s.lazy_output)
+
+
+def _sep(conf: dict[str, str], name: str, default: str = "\t") -> bytes:
+    return conf.get(name, default).encode("utf-8").decode("unicode_escape").encode("latin-1")
+
+
+def map_key(conf: dict[str, str]) -> KeySpec:
+    return KeySpec(_sep(conf, "stream.map.output.field.separator"),
+                   int(conf.get("stream.num.map.output.key.fields", "1")))
+
+
+def reduce_key(conf: dict[str, str]) -> KeySpec:
+    return KeySpec(_sep(conf, "stream.reduce.output.field.separator"),
+                   int(conf.get("stream.num.reduce.output.key.fields", "1")))
+
+
+def sort_order(conf: dict[str, str]) -> SortOrder:
+    key = map_key(conf)
+    field_sep = _sep(conf, "mapreduce.map.output.key.field.separator")
+    comparator: tuple[str, ...] = ()
+    if conf.get("mapreduce.job.output.key.comparator.class", "").endswith("KeyFieldBasedComparator"):
+        comparator = tuple(keyfields.comparator_args(
+            conf.get("mapreduce.partition.keycomparator.options", "")))
+    return SortOrder(key, comparator, field_sep)
+
+
+# -- map ----------------------------------------------------------------------------
+
+
+def _feed(proc: subprocess.Popen[bytes], chunks: Iterator[bytes], attempt: Attempt,
+          total: int, errors: list[BaseException]) -> None:
+    """Stream the split into the mapper; a mapper that stops reading early is its own business."""
+    stdin = proc.stdin
+    assert stdin is not None
+    records = done = 0
+    try:
+        for data in chunks:
+            records += data.count(b"\n")
+            done += len(data)
+            stdin.write(data)
+            attempt.reporter.send({"progress": min(done / total, 1.0) if total else 0.0})
+    except BrokenPipeError:
+        pass
+    except BaseException as e:  # noqa: BLE001 - reported by the main thread
+        errors.append(e)
+    finally:
+        try:
+            stdin.close()
+        except BrokenPipeError:
+            pass
+        attempt.count("Map input records", records)
+        attempt.count("Bytes Read", done, "File Input Format Counters")
+
+
+def _map_input(attempt: Attempt) -> Iterator[bytes]:
+    spec = attempt.spec
+    assert spec.split is not None
+    chunks = read_split(spec.split)
+    if _needs_record_transform(attempt.conf):
+        return keyfields.transform_input(chunks, attempt.conf, spec.split)
+    return chunks
+
+
+def _needs_record_transform(conf: dict[str, str]) -> bool:
+    return (conf.get("stream.map.input.ignoreKey", "true").lower() == "false"
+            or conf.get("hstream.inputformat", "TextInputFormat") != "TextInputFormat")
+
+
+def run_map(attempt: Attempt) -> TaskResult:
+    spec = attempt.spec
+    assert spec.split is not None
+    errors: list[BaseException] = []
+    proc = attempt.start(spec.command, "map", subprocess.PIPE, subprocess.PIPE)
+    feeder = threading.Thread(target=_feed, daemon=True, name="feeder",
+                              args=(proc, _map_input(attempt), attempt, spec.split.length, errors))
+    feeder.start()
+    assert proc.stdout is not None
+    output_file = None
+    if spec.num_reduces == 0:
+        writer = attempt.output_writer(map_key(attempt.conf))
+        _pump(proc.stdout, writer.write)
+        attempt.check_exit(proc, "mapper")
+        path = writer.close()
+        output_file = os.path.basename(path) if path else None
+        attempt.count("Map output records", writer.records)
+        attempt.count("Bytes Written", writer.bytes, "File Output Format Counters")
+    else:
+        order = sort_order(attempt.conf)
+        spiller = Spiller(order, attempt.buffer, attempt.tmp)
+        out_bytes = _pump(proc.stdout, spiller.write)
+        runs = spiller.close()
+        attempt.check_exit(proc, "mapper")
+        records = sum(r.records for r in runs)
+        attempt.count("Map output records", records)
+        attempt.count("Map output bytes", out_bytes)
+        attempt.count("Spilled Records", records)
+        _partition(attempt, order, runs)
+    feeder.join()
+    if errors:
+        raise TaskError(f"reading input failed: {errors[0]}")
+    attempt.user_counters()
+    return TaskResult(ok=True, counters=attempt.counters, output_file=output_file)
+
+
+def _pump(stream: BinaryIO, write: Any) -> int:
+    total = 0
+    while True:
+        data = stream.read1(CHUNK) if hasattr(stream, "read1") else stream.read(CHUNK)
+        if not data:
+            return total
+        total += len(data)
+        write(data)
+
+
+def _partition(attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
+    """Merge the spills and write one sorted file per reducer into the map output dir."""
+    spec = attempt.spec
+    outdir = shuffle.map_output_dir(attempt.job_dir, spec.attempt_id)
+    os.makedirs(outdir, exist_ok=True)
+    keyed = any(r.keyed for r in runs)
+    if len(runs) > 1:
+        attempt.count("Spilled Records", sum(r.records for r in runs))
+    sinks = [_PartitionSink(attempt, order, os.path.join(outdir, shuffle.partition_name(r)))
+             for r in range(spec.num_reduces)]
+    router = _router(attempt, order, sinks)
+    if not runs:
+        pass
+    elif len(runs) == 1:
+        with open(runs[0].path, "rb") as f:
+            _pump_lines(f, router)
+    else:
+        argv = merge_command(order, runs, attempt.buffer, attempt.tmp)
+        merge = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
+        assert merge.stdout is not None
+        _pump_lines(merge.stdout, router)
+        if merge.wait() != 0:
+            raise TaskError(f"merging map output failed (sort status {merge.returncode})")
+    for sink in sinks:
+        sink.close()
+    combined = [s.combined for s in sinks]
+    if spec.combiner:
+        attempt.count("Combine input records", sum(s.records for s in sinks))
+        attempt.count("Combine output records", sum(combined))
+    for r in runs:
+        os.unlink(r.path)
+    shuffle.write_meta(outdir, keyed or spec.combiner is not None)
+
+
+def _router(attempt: Attempt, order: SortOrder, sinks: list[Any]) -> Any:
+    partitioner = attempt.conf.get("hstream.partitioner", "")
+    if partitioner:
+        part_key = keyfields.partition_key(attempt.conf)
+        return lambda buf: route_lines(buf, part_key, sinks)
+    if order.comparator:
+        return lambda buf: route_lines(buf, order.key.key, sinks)
+    return lambda buf: route_sorted(buf, order.key, sinks)
+
+
+def _pump_lines(stream: BinaryIO, consume: Any) -> None:
+    """Hand `consume` buffers of whole lines."""
+    tail = b""
+    while True:
+        data = stream.read(CHUNK)
+        if not data:
+            break
+        data = tail + data
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
+        if cut:
+            consume(data[:cut])
+    if tail:
+        consume(tail + b"\n")
+
+
+class _PartitionSink:
+    """One reducer's share of this map's output: a file, or `combiner | sort` into one."""
+
+    def __init__(self, attempt: Attempt, order: SortOrder, path: str) -> None:
+        self.path = path
+        self.records = 0
+        self.combined = 0
+        self.file = open(path + ".tmp", "wb")
+        self.combiner: subprocess.Popen[bytes] | None = None
+        self.sort: subprocess.Popen[bytes] | None = None
+        self.attempt = attempt
+        if attempt.spec.combiner:
+            argv = sort_command(order, True, 16 << 20, attempt.tmp)
+            self.sort = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.file, env=sort_env())
+            try:
+                cargv = commands.resolve(attempt.spec.combiner, attempt.work, kind="combine")
+            except OSError as e:
+                raise TaskError(f"combiner: {e}") from None
+            self.combiner = subprocess.Popen(cargv, stdin=subprocess.PIPE, stdout=self.sort.stdin,
+                                             cwd=attempt.work, env=attempt.environment())
+            assert self.sort.stdin is not None
+            self.sort.stdin.close()
+
+    def write(self, data: bytes) -> None:
+        self.records += data.count(b"\n")
+        if self.combiner is not None:
+            assert self.combiner.stdin is not None
+            self.combiner.stdin.write(data)
+        else:
+            self.file.write(data)
+
+    def close(self) -> None:
+        if self.combiner is not None and self.sort is not None:
+            assert self.combiner.stdin is not None
+            self.combiner.stdin.close()
+            if self.combiner.wait() != 0:
+                raise TaskError(f"combiner subprocess failed with code {self.combiner.returncode}")
+            if self.sort.wait() != 0:
+                raise TaskError("sorting combiner output failed")
+        self.file.close()
+        if self.combiner is not None:
+            with open(self.path + ".tmp", "rb") as f:
+                self.combined = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(CHUNK), b""))
+        os.replace(self.path + ".tmp", self.path)
+
+
+# -- reduce -------------------------------------------------------------------------
+
+
+def run_reduce(attempt: Attempt) -> TaskResult:
+    spec = attempt.spec
+    inputs = os.path.join(attempt.root, "inputs")
+    os.makedirs(inputs, exist_ok=True)
+    fetched = shuffle.fetch_all(spec, inputs, attempt.secret)
+    if fetched.failed_map is not None:
+        return TaskResult(ok=False, fetch_failed_map=fetched.failed_map,
+                          error=f"could not fetch map {fetched.failed_map} output: {fetched.error}")
+    attempt.count("Reduce shuffle bytes", fetched.bytes)
+    attempt.count("Shuffled Maps", len(fetched.paths))
+    order = sort_order(attempt.conf)
+    runs = [Run(p, fetched.keyed) for p in fetched.paths]
+    argv = merge_command(order, runs, attempt.buffer, attempt.tmp) if runs else ["cat", "/dev/null"]
+    merge = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
+    proc = attempt.start(spec.command, "reduce", subprocess.PIPE, subprocess.PIPE)
+    errors: list[BaseException] = []
+    feeder = threading.Thread(target=_feed_reducer, daemon=True, name="feeder",
+                              args=(merge, proc, attempt, order, errors))
+    feeder.start()
+    writer = attempt.output_writer(reduce_key(attempt.conf))
+    assert proc.stdout is not None
+    _pump(proc.stdout, writer.write)
+    attempt.check_exit(proc, "reducer")
+    feeder.join()
+    if merge.wait() != 0 and not errors:
+        raise TaskError(f"merging reduce input failed (sort status {merge.returncode})")
+    path = writer.close()
+    attempt.count("Reduce output records", writer.records)
+    attempt.count("Bytes Written", writer.bytes, "File Output Format Counters")
+    attempt.user_counters()
+    shutil.rmtree(inputs, ignore_errors=True)
+    return TaskResult(ok=True, counters=attempt.counters,
+                      output_file=os.path.basename(path) if path else None)
+
+
+def _feed_reducer(merge: subprocess.Popen[bytes], proc: subprocess.Popen[bytes], attempt: Attempt,
+                  order: SortOrder, errors: list[BaseException]) -> None:
+    assert merge.stdout is not None and proc.stdin is not None
+    stdin = proc.stdin
+    records = groups = 0
+    last: bytes | None = None
+    key = order.key
+
+    def consume(buf: bytes) -> None:
+        nonlocal records, groups, last
+        records += buf.count(b"\n")
+        n, last = count_groups(buf, key, last)
+        groups += n
+        stdin.write(buf)
+        attempt.reporter.send({"progress": 0.5})
+
+    try:
+        _pump_lines(merge.stdout, consume)
+    except BrokenPipeError:
+        merge.kill()
+    except BaseException as e:  # noqa: BLE001
+        errors.append(e)
+    finally:
+        try:
+            stdin.close()
+        except BrokenPipeError:
+            pass
+        attempt.count("Reduce input records", records)
+        attempt.count("Reduce input groups", groups)
+
+
+# -- entry --------------------------------------------------------------------------
+
+
+def _watch_parent(reporter: Reporter) -> None:
+    """If the worker dies, the attempt dies with it: no orphans."""
+    parent = os.getppid()
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os.killpg(0, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    root = args[0]
+    stdin = sys.stdin.buffer
+    secret = bytes.fromhex(stdin.readline().decode().strip())
+    spec = from_dict(TaskSpec, json.loads(stdin.read()))
+    logging.basicConfig(level=logging.INFO, filename=os.path.join(root, "task.log"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    reporter = Reporter(sys.stdout.buffer)
+    threading.Thread(target=_watch_parent, args=(reporter,), daemon=True).start()
+    attempt = Attempt(spec, root, secret, reporter)
+    try:
+        result = run_map(attempt) if spec.kind == "map" else run_reduce(attempt)
+    except TaskError as e:
+        result = TaskResult(ok=False, error=str(e), exit_status=e.exit_status, stderr_tail=e.tail,
+                            counters=attempt.counters)
+    except Exception as e:  # noqa: BLE001 - any crash is this attempt's failure, reported
+        logger.exception("attempt failed")
+        result = TaskResult(ok=False, error=f"{type(e).__name__}: {e}", counters=attempt.counters)
+    reporter.send({"result": to_dict(result)}, force=True)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
