@@ -1,0 +1,26 @@
+# hstream: the usual entry points. `make test` is what CI runs.
+PYTHON ?= python3
+PYTEST_ARGS ?=
+
+.PHONY: install test example bench chaos clean
+
+install:
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+test:
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
+
+example: install
+	rm -rf /tmp/hstream-example-out
+	hstream jar-free -mapper examples/wordcount/map.py -reducer examples/wordcount/reduce.sh \
+		-input examples/wordcount/input -output /tmp/hstream-example-out
+	cat /tmp/hstream-example-out/part-*
+
+bench:
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+chaos:
+	HSTREAM_CHAOS_TRIALS=$${TRIALS:-100} $(PYTHON) -m pytest -q tests -k chaos
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache bench/data bench/results
