@@ -1,0 +1,226 @@
+"""Unit tests of the pure parts: splitting, keys and partitioning, sorting runs, framing."""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from hstream import protocol
+from hstream.command import env_name, split_command
+from hstream.errors import ProtocolError
+from hstream.job import Split
+from hstream.partition import KeySpec, count_groups, partition_of, route_lines, route_sorted
+from hstream.sorting import SortOrder, Spiller, merge_command, sort_env
+from hstream.splits import compute_splits, read_split
+
+
+class Sink(list):
+    def write(self, data: bytes) -> None:
+        self.append(data)
+
+
+# -- splits ----------------------------------------------------------------------------------
+
+
+def test_splits_partition_every_line_exactly_once(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    path = tmp_path / "f"
+    for _ in range(300):
+        lines = [b"x" * rng.randint(0, 20) for _ in range(rng.randint(0, 30))]
+        data = b"\n".join(lines) + (b"\n" if rng.random() < 0.5 else b"")
+        path.write_bytes(data)
+        n = len(data)
+        cuts = sorted({0, n, *(rng.randint(0, n) for _ in range(rng.randint(1, 6)))})
+        got = b"".join(b"".join(read_split(Split(str(path), a, b - a), chunk=rng.randint(1, 8)))
+                       for a, b in zip(cuts, cuts[1:]))
+        want = data if not data or data.endswith(b"\n") else data + b"\n"
+        assert got == want, (data, cuts)
+
+
+def test_compute_splits_cuts_big_files_and_keeps_compressed_whole(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(b"x\n" * (4 << 20))  # 8 MiB
+    gz = tmp_path / "small.gz"
+    gz.write_bytes(b"\x1f\x8b" + b"0" * (3 << 20))
+    splits = compute_splits([str(big), str(gz)], goal_maps=4)
+    plain = [s for s in splits if s.path == str(big)]
+    assert len(plain) == 4 and sum(s.length for s in plain) == 8 << 20
+    assert [s.start for s in plain] == [0, 2 << 20, 4 << 20, 6 << 20]
+    assert [s for s in splits if s.path == str(gz)] == [Split(str(gz), 0, (3 << 20) + 2, "gz")]
+
+
+# -- keys and partitions --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec,line,key", [
+    (KeySpec(), b"a\tb\tc", b"a"),
+    (KeySpec(), b"no tab", b"no tab"),
+    (KeySpec(), b"\tv", b""),
+    (KeySpec(b".", 2), b"1.2.3.4", b"1.2"),
+    (KeySpec(b".", 4), b"11.12.1.2", b"11.12.1.2"),
+    (KeySpec(b"::", 1), b"a::b", b"a"),
+])
+def test_key_extraction(spec: KeySpec, line: bytes, key: bytes) -> None:
+    assert spec.key(line) == key
+
+
+def test_partition_is_stable_across_runs() -> None:
+    # CRC-32 is fixed by its definition, not by the Python build or a hash seed.
+    assert partition_of(b"hello", 7) == 0x3610A686 % 7
+    assert partition_of(b"", 3) == 0
+
+
+def test_route_sorted_matches_line_by_line_routing() -> None:
+    rng = random.Random(5)
+    alphabet = [b"a", b"b", b"\t", b"\x01", b".", b"c", b"\r"]
+    for _ in range(2000):
+        spec = rng.choice([KeySpec(), KeySpec(b".", 2), KeySpec(b"\t", 2)])
+        lines = sorted(b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+                       for _ in range(rng.randint(1, 150)))
+        buf = b"\n".join(lines) + b"\n"
+        reduces = rng.randint(1, 4)
+        fast, slow = [Sink() for _ in range(reduces)], [Sink() for _ in range(reduces)]
+        route_sorted(buf, spec, fast)
+        route_lines(buf, spec.key, slow)
+        assert [b"".join(s) for s in fast] == [b"".join(s) for s in slow]
+        groups, _ = count_groups(buf, spec, None)
+        assert groups == sum(1 for i, line in enumerate(lines)
+                             if i == 0 or spec.key(line) != spec.key(lines[i - 1]))
+
+
+def test_count_groups_continues_across_buffers() -> None:
+    spec = KeySpec()
+    n1, last = count_groups(b"a\t1\na\t2\nb\t1\n", spec, None)
+    n2, last = count_groups(b"b\t2\nc\t1\n", spec, last)
+    assert (n1, n2, last) == (2, 1, b"c")
+
+
+# -- sorting --------------------------------------------------------------------------------
+
+
+def _merged(runs: list, order: SortOrder, tmp: Path) -> bytes:
+    return subprocess.run(merge_command(order, runs, 1 << 20, str(tmp)), capture_output=True,
+                          env=sort_env(), check=True).stdout
+
+
+def test_spiller_bounds_runs_by_buffer_and_merges_in_key_order(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    lines = [b"k%d\t%d\n" % (rng.randint(0, 500), i) for i in range(20000)]
+    lines += [b"k1\x01\tlow\n", b"k1\tx\n"]  # a byte below TAB: must switch to key sorting
+    spiller = Spiller(SortOrder(), buffer=32 << 10, workdir=str(tmp_path))
+    data = b"".join(lines)
+    for i in range(0, len(data), 5000):
+        spiller.write(data[i:i + 5000])
+    runs = spiller.close()
+    assert len(runs) > 5
+    assert sum(r.records for r in runs) == len(lines)
+    assert all(Path(r.path).stat().st_size <= 32 << 10 for r in runs)
+    assert runs[-1].keyed and not runs[0].keyed
+    merged = _merged(runs, SortOrder(), tmp_path).splitlines(keepends=True)
+    assert sorted(merged) == sorted(lines)
+    keys = [KeySpec().key(line.rstrip(b"\n")) for line in merged]
+    assert keys == sorted(keys)
+
+
+# -- protocol -------------------------------------------------------------------------------
+
+
+def _pair(secret_a: bytes, secret_b: bytes) -> tuple[protocol.Channel, protocol.Channel]:
+    a, b = socket.socketpair()
+    result: dict[str, object] = {}
+
+    def serve() -> None:
+        try:
+            result["server"] = protocol.server_handshake(a, secret_a, "client")
+        except ProtocolError as e:
+            result["server"] = e
+            a.close()  # as the manager does: a peer that fails the handshake is dropped
+
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        client = protocol.client_handshake(b, secret_b, "server")
+    finally:
+        t.join()
+    server = result["server"]
+    if isinstance(server, Exception):
+        raise server
+    return server, client  # type: ignore[return-value]
+
+
+def test_channel_round_trip_messages_and_data() -> None:
+    secret = protocol.new_secret()
+    server, client = _pair(secret, secret)
+    client.send({"op": "hello", "n": 1})
+    client.send_bytes(b"\x00" * 100000)
+    assert server.recv() == {"op": "hello", "n": 1}
+    assert server.recv_frame() == (b"B", b"\x00" * 100000)
+    server.send({"op": "ok"})
+    assert client.recv() == {"op": "ok"}
+
+
+def test_wrong_secret_is_refused_before_any_message() -> None:
+    with pytest.raises(ProtocolError):
+        _pair(protocol.new_secret(), protocol.new_secret())
+
+
+def test_tampered_and_replayed_frames_are_rejected() -> None:
+    secret = protocol.new_secret()
+    server, client = _pair(secret, secret)
+    raw: list[bytes] = []
+    real_sendall = client.sock.sendall
+    client.sock.sendall = lambda data: raw.append(bytes(data))  # type: ignore[method-assign]
+    client.send({"op": "run", "cmd": "ls"})
+    client.sock.sendall = real_sendall  # type: ignore[method-assign]
+    frame = raw[0]
+    real_sendall(frame)
+    assert server.recv() == {"op": "run", "cmd": "ls"}
+    real_sendall(frame)  # the same frame again: its sequence number is stale
+    with pytest.raises(ProtocolError, match="authentication"):
+        server.recv()
+
+
+def test_tampered_frame_body_is_rejected() -> None:
+    secret = protocol.new_secret()
+    server, client = _pair(secret, secret)
+    raw: list[bytes] = []
+    client.sock.sendall, real = (lambda d: raw.append(bytes(d))), client.sock.sendall  # type: ignore
+    client.send({"op": "run", "cmd": "ls"})
+    real(raw[0].replace(b"ls", b"rm"))
+    with pytest.raises(ProtocolError):
+        server.recv()
+
+
+def test_heartbeats_are_authenticated() -> None:
+    secret = protocol.new_secret()
+    datagram = protocol.pack_heartbeat(secret, "w1", 42)
+    assert protocol.unpack_heartbeat(secret, datagram)["s"] == 42
+    with pytest.raises(ProtocolError):
+        protocol.unpack_heartbeat(protocol.new_secret(), datagram)
+    with pytest.raises(ProtocolError):
+        protocol.unpack_heartbeat(secret, datagram[:16] + datagram[16:].replace(b"42", b"43"))
+
+
+def test_secret_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    secret = protocol.new_secret()
+    protocol.write_secret(str(path), secret)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert protocol.read_secret(str(path)) == secret
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def test_command_splitting_like_hadoop() -> None:
+    assert split_command("cut -f2") == ["cut", "-f2"]
+    assert split_command("grep 'a b' \"c d\"") == ["grep", "a b", "c d"]
+    assert split_command("sh -c 'cut -f1 | sort'") == ["sh", "-c", "cut -f1 | sort"]
+    assert split_command("x ''") == ["x", ""]
+    assert env_name("mapreduce.job.id") == "mapreduce_job_id"
+    assert env_name("stream.map-output") == "stream_map_output"
