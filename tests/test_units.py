@@ -169,30 +169,57 @@ def test_wrong_secret_is_refused_before_any_message() -> None:
         _pair(protocol.new_secret(), protocol.new_secret())
 
 
-def test_tampered_and_replayed_frames_are_rejected() -> None:
-    secret = protocol.new_secret()
-    server, client = _pair(secret, secret)
-    raw: list[bytes] = []
-    real_sendall = client.sock.sendall
-    client.sock.sendall = lambda data: raw.append(bytes(data))  # type: ignore[method-assign]
-    client.send({"op": "run", "cmd": "ls"})
-    client.sock.sendall = real_sendall  # type: ignore[method-assign]
-    frame = raw[0]
-    real_sendall(frame)
+class Recorder:
+    """Stands in for a socket to capture the exact bytes a channel sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(bytes(data))
+
+    def makefile(self, *_: object, **__: object) -> object:
+        return None
+
+
+def _frames(key: bytes, *msgs: dict) -> list[bytes]:
+    rec = Recorder()
+    chan = protocol.Channel(rec, key, is_server=False, peer="rec")  # type: ignore[arg-type]
+    for msg in msgs:
+        chan.send(msg)
+    return rec.sent
+
+
+def _server(key: bytes) -> tuple[protocol.Channel, socket.socket]:
+    a, b = socket.socketpair()
+    return protocol.Channel(a, key, is_server=True, peer="test"), b
+
+
+def test_replayed_frame_is_rejected() -> None:
+    key = protocol.new_secret()
+    frame = _frames(key, {"op": "run", "cmd": "ls"})[0]
+    server, wire = _server(key)
+    wire.sendall(frame)
     assert server.recv() == {"op": "run", "cmd": "ls"}
-    real_sendall(frame)  # the same frame again: its sequence number is stale
+    wire.sendall(frame)  # the same frame again: its sequence number is stale
     with pytest.raises(ProtocolError, match="authentication"):
         server.recv()
 
 
-def test_tampered_frame_body_is_rejected() -> None:
-    secret = protocol.new_secret()
-    server, client = _pair(secret, secret)
-    raw: list[bytes] = []
-    client.sock.sendall, real = (lambda d: raw.append(bytes(d))), client.sock.sendall  # type: ignore
-    client.send({"op": "run", "cmd": "ls"})
-    real(raw[0].replace(b"ls", b"rm"))
-    with pytest.raises(ProtocolError):
+def test_tampered_frame_is_rejected() -> None:
+    key = protocol.new_secret()
+    frame = _frames(key, {"op": "run", "cmd": "ls"})[0]
+    server, wire = _server(key)
+    wire.sendall(frame.replace(b"ls", b"rm"))
+    with pytest.raises(ProtocolError, match="authentication"):
+        server.recv()
+
+
+def test_frame_from_another_session_is_rejected() -> None:
+    frame = _frames(protocol.new_secret(), {"op": "shutdown"})[0]
+    server, wire = _server(protocol.new_secret())
+    wire.sendall(frame)
+    with pytest.raises(ProtocolError, match="authentication"):
         server.recv()
 
 
