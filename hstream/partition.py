@@ -5,17 +5,17 @@ it has fewer). The partition of a key is CRC-32 of its bytes modulo the number
 of reducers: the same on every host, every run, every Python.
 
 The data path never loops over lines in Python. Map output is routed *after*
-it is sorted, when every line of a key is adjacent: `route_sorted` finds the
-end of each run of lines that share a key by galloping over the buffer with
-`bytes.startswith`/`rfind`, so the Python cost is per distinct key, not per
-line. Stdlib only.
+it is sorted, when every line of a key is adjacent: `route_sorted` takes each
+run of lines that share a key as one regex match (a back-reference compares
+the lines in C), so the Python cost is per distinct key, not per line.
+Stdlib only.
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,76 +57,39 @@ def partition_of(key: bytes, reduces: int) -> int:
     return zlib.crc32(key) % reduces
 
 
-def _run_end(buf: bytes, start: int, first_eol: int, prefix: bytes) -> int:
-    """End (exclusive) of the run of lines from `start` that all begin with `prefix`.
+def _runs_pattern(spec: KeySpec) -> re.Pattern[bytes]:
+    """A regex whose every match is one run of adjacent lines with the same key (group 1).
 
-    Gallops forward over line starts, then bisects: O(log run length) C calls."""
-    n = len(buf)
-    good = start  # start of the last line known to begin with prefix
-    nxt = first_eol + 1
-    if nxt >= n or not buf.startswith(prefix, nxt):
-        return nxt
-    good = nxt
-    step = max(64, (nxt - start) * 2)
-    bad = n  # offset at or before which the first non-matching line starts
-    while True:
-        probe = good + step
-        if probe >= n:
-            probe = n
-            line = buf.rfind(b"\n", good, probe - 1) + 1
-        else:
-            line = buf.rfind(b"\n", good, probe) + 1
-        if line <= good:
-            if probe >= n:
-                break
-            step *= 2
-            continue
-        if buf.startswith(prefix, line):
-            good = line
-            if probe >= n:
-                break
-            step *= 2
-        else:
-            bad = line
-            break
-    while True:  # bisect between good (matches) and bad (does not, or end)
-        mid = (good + bad) // 2
-        line = buf.rfind(b"\n", good, mid) + 1
-        if line <= good:
-            line = buf.find(b"\n", good, bad) + 1
-            if line <= 0 or line >= bad:
-                break
-            if buf.startswith(prefix, line):
-                good = line
-                continue
-            bad = line
-            break
-        if buf.startswith(prefix, line):
-            good = line
-        else:
-            bad = line
-    end = buf.find(b"\n", good)
-    return n if end < 0 else end + 1
+    The back-reference does the line-by-line comparison inside the regex engine, so Python
+    sees one match per distinct key instead of one per line."""
+    sep = re.escape(spec.sep)
+    field = rb"[^" + sep + rb"\n]*" if len(spec.sep) == 1 else rb"(?:(?!" + sep + rb")[^\n])*"
+    nkey = field + (rb"(?:" + sep + field + rb"){%d}" % (spec.fields - 1) if spec.fields > 1 else b"")
+    rest = rb"(?:" + sep + rb"[^\n]*)?\n"
+    full = rb"(" + nkey + rb")(?=" + sep + rb"|\n)" + rest + rb"(?:\1" + rest + rb")*"
+    # A line with fewer than `fields` fields is all key: only identical lines share it.
+    short = rb"([^\n]*)\n(?:\2\n)*"
+    return re.compile(full + rb"|" + short)
 
 
-def key_runs(buf: bytes, spec: KeySpec) -> Callable[[], tuple[int, int, bytes] | None]:
-    """Iterator-like: each call returns (start, end, key) of the next run of one key."""
+_PATTERNS: dict[KeySpec, re.Pattern[bytes]] = {}
+
+
+def key_runs(buf: bytes, spec: KeySpec) -> Iterator[tuple[int, int, bytes]]:
+    """(start, end, key) of each run of lines sharing a key; `buf` is whole lines."""
+    pattern = _PATTERNS.get(spec)
+    if pattern is None:
+        pattern = _PATTERNS[spec] = _runs_pattern(spec)
     pos = 0
-    n = len(buf)
-
-    def next_run() -> tuple[int, int, bytes] | None:
-        nonlocal pos
-        if pos >= n:
-            return None
-        eol = buf.find(b"\n", pos)
-        line = buf[pos:eol]
-        key = spec.key(line)
-        prefix = buf[pos: pos + len(key) + (len(spec.sep) if len(key) < len(line) else 1)]
-        end = _run_end(buf, pos, eol, prefix)
-        start, pos = pos, end
-        return start, end, key
-
-    return next_run
+    for m in pattern.finditer(buf):
+        start, end = m.span()
+        if start != pos:  # never lose a byte, whatever the regex thought of it
+            raise ValueError(f"unparsed map output at offset {pos}")
+        pos = end
+        key = m.group(1)
+        yield start, end, m.group(2) if key is None else key
+    if pos != len(buf):
+        raise ValueError(f"unparsed map output at offset {pos}")
 
 
 def route_sorted(buf: bytes, spec: KeySpec, sinks: list[Sink]) -> int:
@@ -135,10 +98,9 @@ def route_sorted(buf: bytes, spec: KeySpec, sinks: list[Sink]) -> int:
     Returns the number of runs (distinct keys in the buffer, up to run splits)."""
     reduces = len(sinks)
     runs = 0
-    next_run = key_runs(buf, spec)
-    while (run := next_run()) is not None:
-        start, end, key = run
-        sinks[zlib.crc32(key) % reduces].write(buf[start:end])
+    crc = zlib.crc32
+    for start, end, key in key_runs(buf, spec):
+        sinks[crc(key) % reduces].write(buf[start:end])
         runs += 1
     return runs
 
@@ -146,9 +108,7 @@ def route_sorted(buf: bytes, spec: KeySpec, sinks: list[Sink]) -> int:
 def count_groups(buf: bytes, spec: KeySpec, last_key: bytes | None) -> tuple[int, bytes | None]:
     """Distinct-key count of sorted `buf`, continuing from the previous buffer's last key."""
     groups = 0
-    next_run = key_runs(buf, spec)
-    while (run := next_run()) is not None:
-        key = run[2]
+    for _, _, key in key_runs(buf, spec):
         if key != last_key:
             groups += 1
             last_key = key
