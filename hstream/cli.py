@@ -152,6 +152,11 @@ def worker(args: tuple[str, ...]) -> None:
     sys.exit(worker_mod.main(list(args)))
 
 
+from hstream.cluster_cli import cluster, job  # noqa: E402
+cli.add_command(cluster)
+cli.add_command(job)
+
+
 def main() -> None:
     """Entry point: one line and an exit status for every error meant for users."""
     try:

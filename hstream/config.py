@@ -18,6 +18,12 @@ DEFAULT_HEARTBEAT_PORT = 6001
 DEFAULT_HEARTBEAT_INTERVAL = 1.0
 #: Missed heartbeats before a worker is dead. Several, never one: UDP drops datagrams.
 DEFAULT_HEARTBEAT_MISSED = 10
+#: Seconds a worker keeps trying to re-register after losing the manager, then exits.
+DEFAULT_RECONNECT = 60.0
+#: Seconds `cluster up` waits for a started worker to register.
+DEFAULT_REGISTER_TIMEOUT = 30.0
+#: Keys a `[host NAME]` section may override for one host.
+HOST_KEYS = ("slots", "python", "workdir")
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,19 @@ class ClusterConfig:
     heartbeat_interval: float
     heartbeat_missed: int
     shared_fs: bool
+    reconnect: float = DEFAULT_RECONNECT
+    register_timeout: float = DEFAULT_REGISTER_TIMEOUT
+    #: `[host NAME]` sections: per-host slots/python/workdir, keyed by NAME.
+    host_settings: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+
+    def for_host(self, host: Host, key: str) -> str:
+        """A per-host setting (`[host NAME]`, NAME = host or host:port), else [workers]' one."""
+        for name, items in self.host_settings:
+            if name in (host.host, f"{host.host}:{host.port}", str(host)):
+                value = dict(items).get(key)
+                if value is not None:
+                    return value
+        return str(getattr(self, {"workdir": "worker_workdir"}.get(key, key)))
 
     @property
     def state_file(self) -> str:
@@ -137,6 +156,10 @@ def load(path: str) -> ClusterConfig:
         raise ConfigError(f"{path}: [cluster] shared_fs must be yes or no: {shared!r}")
     key = get("ssh", "key", "")
     return ClusterConfig(
+        reconnect=number("workers", "reconnect", str(DEFAULT_RECONNECT), float),
+        register_timeout=number("workers", "register_timeout", str(DEFAULT_REGISTER_TIMEOUT),
+                                float),
+        host_settings=_host_sections(parser, path),
         path=os.path.abspath(path),
         manager_host=get("manager", "host"),
         port=int(number("manager", "port", str(DEFAULT_PORT))),
@@ -153,3 +176,20 @@ def load(path: str) -> ClusterConfig:
         heartbeat_missed=int(number("heartbeat", "missed", str(DEFAULT_HEARTBEAT_MISSED))) or 1,
         shared_fs=shared in ("yes", "true", "1"),
     )
+
+
+def _host_sections(parser: configparser.ConfigParser, path: str
+                   ) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    out = []
+    for section in parser.sections():
+        if not section.startswith("host "):
+            continue
+        items = tuple((k, v.strip()) for k, v in parser.items(section))
+        for k, v in items:
+            if k not in HOST_KEYS:
+                raise ConfigError(f"{path}: [{section}] {k}: unknown key "
+                                  f"(a host section may set {', '.join(HOST_KEYS)})")
+            if k == "slots" and not v.isdigit():
+                raise ConfigError(f"{path}: [{section}] slots must be a number: {v!r}")
+        out.append((section[5:].strip(), items))
+    return tuple(out)
