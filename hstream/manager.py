@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import secrets
 import shutil
 import socket
 import threading
@@ -30,9 +31,9 @@ from hstream import protocol
 from hstream.errors import HstreamError, ProtocolError
 from hstream.job import JobSpec, TaskResult, from_dict, job_number, to_dict
 from hstream.scheduler import (
-    Action, Assign, CommitTask, DropWorker, Job, JobFinished, JobState, Kill, Progress, Scheduler,
+    Action, Assign, DropWorker, Heartbeat, Job, JobFinished, JobState, Kill, Progress, Scheduler,
 )
-from hstream.splits import compute_splits, list_inputs
+from hstream.splits import job_splits, list_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ class Manager:
                  heartbeat_interval: float = 1.0, heartbeat_missed: int = 10) -> None:
         self.secret = secret
         self.heartbeat_interval = heartbeat_interval
+        #: A worker that hears nothing (not even a ping) from us for this long gives up on us.
+        self.manager_timeout = 2 * heartbeat_interval * heartbeat_missed
         self.scheduler = Scheduler(heartbeat_interval * heartbeat_missed)
         self.events: queue.Queue[Event] = queue.Queue()
         self.tcp = socket.create_server((host, port), reuse_port=False)
@@ -103,7 +106,8 @@ class Manager:
             except ProtocolError as e:
                 logger.warning("dropped datagram from %s: %s", addr[0], e)
                 continue
-            self.events.put(Event("heartbeat", {"worker_id": hb["w"], "seq": hb["s"]}))
+            self.events.put(Event("heartbeat", {"worker_id": hb["w"], "seq": hb["s"],
+                                                "session": str(hb.get("e", ""))}))
 
     def _connection(self, sock: socket.socket, addr: Any) -> None:
         peer = f"{addr[0]}:{addr[1]}"
@@ -179,7 +183,14 @@ class Manager:
             self._execute(actions)
             if now >= next_tick:
                 self._execute(self.scheduler.tick(now))
+                self._ping_workers()
                 next_tick = now + self.heartbeat_interval / 2
+
+    def _ping_workers(self) -> None:
+        """Tell every worker we are alive: one whose manager falls silent (a vanished host
+        sends no FIN) kills its tasks and leaves instead of waiting forever."""
+        for worker_id in list(self.workers):
+            self._to_worker(worker_id, {"op": "ping"})
 
     def _apply(self, event: Event, now: float) -> list[Action]:
         handler: Callable[[Event, float], list[Action]] | None = getattr(
@@ -194,20 +205,26 @@ class Manager:
         msg, chan = event.data["msg"], event.data["chan"]
         worker_id = str(msg["worker_id"])
         old = self.workers.pop(worker_id, None)
+        session = secrets.token_hex(8)
         actions = self.scheduler.add_worker(worker_id, str(msg["host"]), int(msg["shuffle_port"]),
-                                            int(msg["slots"]), now)
+                                            int(msg["slots"]), now, session)
         if old is not None and old is not chan:
             old.close()
         self.workers[worker_id] = chan
         chan.send({"op": "registered", "heartbeat_interval": self.heartbeat_interval,
-                   "heartbeat_port": self.heartbeat_port})
+                   "heartbeat_port": self.heartbeat_port, "session": session,
+                   "manager_timeout": self.manager_timeout})
         assert event.reply is not None
         event.reply.put(None)
         return actions
 
     def _on_heartbeat(self, event: Event, now: float) -> list[Action]:
         worker_id = event.data["worker_id"]
-        if not self.scheduler.heartbeat(worker_id, int(event.data["seq"]), now):
+        verdict = self.scheduler.heartbeat(worker_id, int(event.data["seq"]), now,
+                                           event.data["session"])
+        if verdict is Heartbeat.REREGISTER:
+            # Closing its connection is how a worker is told: it kills its attempts and
+            # registers afresh; it never resumes what it ran before.
             logger.info("heartbeat from unknown or dead worker %s: it must re-register", worker_id)
             chan = self.workers.pop(worker_id, None)
             if chan is not None:
@@ -221,18 +238,37 @@ class Manager:
         self.workers.pop(worker_id, None)
         return self.scheduler.worker_lost(worker_id, event.data["reason"], now)
 
+    def _on_ping(self, event: Event, now: float) -> list[Action]:
+        return []
+
     def _on_progress(self, event: Event, now: float) -> list[Action]:
-        if self.workers.get(event.data["worker_id"]) is event.data["chan"]:
-            self.scheduler.attempt_progress(event.data["msg"]["attempt_id"], now)
+        worker_id = event.data["worker_id"]
+        if self.workers.get(worker_id) is event.data["chan"]:
+            self.scheduler.attempt_progress(str(event.data["msg"]["attempt_id"]), now, worker_id)
         return []
 
     def _on_done(self, event: Event, now: float) -> list[Action]:
-        if self.workers.get(event.data["worker_id"]) is not event.data["chan"]:
-            logger.info("report from a worker declared dead ignored: %s", event.data["msg"])
+        """An attempt ended. Believed only from the connection its worker registered with
+        (a worker declared dead may still talk on an old one), and committed only if it is
+        the task's first success."""
+        worker_id, msg = event.data["worker_id"], event.data["msg"]
+        attempt_id = str(msg["attempt_id"])
+        if self.workers.get(worker_id) is not event.data["chan"]:
+            logger.info("attempt %s: report from worker %s, declared dead, ignored", attempt_id,
+                        worker_id)
             return []
-        msg = event.data["msg"]
         result = from_dict(TaskResult, msg["result"])
-        return self.scheduler.attempt_finished(str(msg["attempt_id"]), result, now)
+        if result.ok and result.output_file:
+            if self.scheduler.may_commit(attempt_id, worker_id):
+                try:
+                    self._commit_task(attempt_id, result.output_file)
+                except OSError as e:
+                    result = TaskResult(ok=False, error=f"committing its output failed: {e}",
+                                        counters=result.counters)
+            else:
+                logger.info("attempt %s: not committed (its task is done or it is no longer "
+                            "running)", attempt_id)
+        return self.scheduler.attempt_finished(attempt_id, result, now, worker_id)
 
     def _on_submit(self, event: Event, now: float) -> list[Action]:
         spec = from_dict(JobSpec, event.data["msg"]["job"])
@@ -242,7 +278,7 @@ class Manager:
         files = list_inputs(spec.inputs)
         slots = sum(w.slots for w in self.scheduler.workers.values() if w.alive) or 1
         goal = int(spec.conf.get("mapreduce.job.maps", 0)) or spec.num_maps or 2 * slots
-        splits = compute_splits(files, goal)
+        splits = job_splits(files, goal, spec.conf)
         os.makedirs(os.path.join(staging, "_temporary"))
         self.clients[job_id] = event.data["chan"]
         assert event.reply is not None
@@ -284,11 +320,10 @@ class Manager:
 
     def _do(self, action: Action) -> None:
         if isinstance(action, Assign):
+            self._prepare_attempt(action)
             self._to_worker(action.worker_id, {"op": "run", "spec": to_dict(action.spec)})
         elif isinstance(action, Kill):
             self._to_worker(action.worker_id, {"op": "kill", "attempt_id": action.attempt_id})
-        elif isinstance(action, CommitTask):
-            self._commit_task(action)
         elif isinstance(action, Progress):
             self._progress(action.job_id)
         elif isinstance(action, JobFinished):
@@ -308,10 +343,31 @@ class Manager:
             self.events.put(Event("worker_conn_lost", {"worker_id": worker_id, "chan": chan,
                                                        "reason": f"send failed: {e}"}))
 
-    def _commit_task(self, action: CommitTask) -> None:
-        job = self.scheduler.jobs[action.job_id]
-        src = os.path.join(job.staging, "_temporary", action.attempt_id, action.output_file)
-        os.replace(src, os.path.join(job.staging, action.output_file))
+    def _prepare_attempt(self, action: Assign) -> None:
+        """Create the attempt's private output directory (reduces and map-only maps): the
+        manager makes it, so once the job is published or cleaned up a late attempt finds
+        nowhere to write."""
+        spec = action.spec
+        if spec.kind == "reduce" or spec.num_reduces == 0:
+            try:
+                os.makedirs(os.path.join(spec.output_dir, "_temporary", spec.attempt_id),
+                            exist_ok=True)
+            except OSError as e:  # the attempt will fail writing, and say why
+                logger.error("attempt %s: cannot create its output directory: %s",
+                             spec.attempt_id, e)
+
+    def _commit_task(self, attempt_id: str, output_file: str) -> None:
+        """Rename the attempt's output to its final name; never over an existing one."""
+        job = self.scheduler.job_of(attempt_id)
+        assert job is not None
+        if os.path.basename(output_file) != output_file or output_file.startswith("."):
+            raise OSError(f"bad output file name {output_file!r}")
+        src = os.path.join(job.staging, "_temporary", attempt_id, output_file)
+        dst = os.path.join(job.staging, output_file)
+        if os.path.lexists(dst):
+            raise FileExistsError(f"{dst} is committed already")
+        os.rename(src, dst)
+        logger.info("attempt %s committed %s", attempt_id, output_file)
 
     def _progress(self, job_id: str) -> None:
         chan = self.clients.get(job_id)

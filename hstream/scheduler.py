@@ -2,13 +2,16 @@
 
 Every input is an event method called with the current monotonic time; every
 output is a list of actions the manager carries out (send a task, kill an
-attempt, commit, finish a job). Nothing here touches a socket, a file or a
-clock, so every failure transition is unit-tested with a fake clock.
+attempt, finish a job). Nothing here touches a socket, a file or a clock, so
+every failure transition is unit-tested with a fake clock.
 
 The model is the MapReduce paper's (§3.3) with Hadoop's knobs: a task is
 PENDING, RUNNING (one or more attempts) or DONE; the first attempt to succeed
-commits and later ones are ignored; a worker that dies takes its running
-attempts and, while reducers still need them, its finished maps with it.
+commits (`may_commit` is asked before the manager renames its output) and
+later ones are ignored; a worker that dies takes its running attempts and,
+while reducers still need them, its finished maps with it. Reports are only
+believed from the worker the attempt was given to, under the registration
+(session) it was given in.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
-from hstream.job import JobSpec, MapOutput, Split, TaskResult, TaskSpec
+from hstream.job import JobSpec, MapOutput, Split, TaskResult, TaskSpec, task_id
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +29,15 @@ DEFAULT_MAX_ATTEMPTS = 4
 #: A worker on which this many attempts of one job failed gets no more of its tasks
 #: (Hadoop's maxtaskfailures.per.tracker; below max attempts so a retry can move).
 DEFAULT_MAX_FAILURES_PER_WORKER = 3
+#: Hadoop ignores its node blacklist once more than this share of nodes is on it.
+BLACKLIST_IGNORE_FRACTION = 1 / 3
 DEFAULT_TASK_TIMEOUT = 600.0
+#: Speculation: a backup attempt starts only for a task running `SLOWNESS` times the
+#: median of its finished peers *and* `LAG` seconds longer than it, so that short,
+#: ordinary jobs never speculate (6.824 suggests ~10 s; Hadoop caps backups at 10 %).
+DEFAULT_SPECULATIVE_SLOWNESS = 2.0
+DEFAULT_SPECULATIVE_LAG = 10.0
+SPECULATIVE_CAP = 0.1
 
 
 class TaskState(str, Enum):
@@ -44,6 +55,16 @@ class JobState(str, Enum):
     KILLED = "killed"
 
 
+class Heartbeat(str, Enum):
+    """What a heartbeat means; only REREGISTER makes the manager act."""
+
+    OK = "ok"
+    #: A duplicate, a replay, out of order, or from an older registration: dropped.
+    STALE = "stale"
+    #: Authentic and new, but its sender is unknown or was declared dead.
+    REREGISTER = "reregister"
+
+
 # -- actions -----------------------------------------------------------------------
 
 
@@ -57,15 +78,6 @@ class Assign:
 class Kill:
     worker_id: str
     attempt_id: str
-
-
-@dataclass
-class CommitTask:
-    """Move this attempt's output file to its final name (first success wins)."""
-
-    job_id: str
-    attempt_id: str
-    output_file: str
 
 
 @dataclass
@@ -86,7 +98,7 @@ class DropWorker:
     reason: str
 
 
-Action = Assign | Kill | CommitTask | JobFinished | Progress | DropWorker
+Action = Assign | Kill | JobFinished | Progress | DropWorker
 
 
 # -- state ------------------------------------------------------------------------
@@ -100,6 +112,18 @@ class Attempt:
     started: float
     last_progress: float
     speculative: bool = False
+    #: A reduce attempt's inputs: map index -> the map attempt whose output it fetches.
+    sources: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class FailedAttempt:
+    """One line of a failing job's message."""
+
+    attempt_id: str
+    worker_id: str
+    host: str
+    error: str
 
 
 @dataclass
@@ -111,15 +135,19 @@ class Task:
     attempts: dict[str, Attempt] = field(default_factory=dict)  # running ones
     next_attempt: int = 0
     failures: int = 0
-    #: Times reducers could not fetch this map's output (each time it runs again).
+    #: Times this map's finished output was lost to a fetch failure (each time it runs again).
     fetch_failures: int = 0
     failed_on: set[str] = field(default_factory=set)
+    history: list[FailedAttempt] = field(default_factory=list)
     #: For a finished map: where its output lives.
     output: MapOutput | None = None
     done_worker: str | None = None
+    done_attempt: str | None = None
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     last_error: TaskResult | None = None
     finished_at: float = 0.0
+    #: How long the winning attempt ran: what stragglers are compared with.
+    duration: float = 0.0
 
 
 @dataclass
@@ -137,8 +165,15 @@ class Job:
     staging: str = ""
 
     def max_attempts(self, kind: str) -> int:
-        key = f"mapreduce.{kind}.maxattempts"
-        return int(self.spec.conf.get(key, DEFAULT_MAX_ATTEMPTS))
+        return max(1, int(self.spec.conf.get(f"mapreduce.{kind}.maxattempts", DEFAULT_MAX_ATTEMPTS)))
+
+    def speculative(self, kind: str) -> bool:
+        value = self.spec.conf.get(f"mapreduce.{kind}.speculative",
+                                   self.spec.conf.get("mapreduce.job.speculative", "true"))
+        return value.strip().lower() in ("true", "1", "yes")
+
+    def conf_float(self, key: str, default: float) -> float:
+        return float(self.spec.conf.get(key, default))
 
     @property
     def tasks(self) -> list[Task]:
@@ -166,6 +201,9 @@ class WorkerInfo:
     shuffle_port: int
     slots: int
     last_heartbeat: float
+    #: Changes with every registration; heartbeats name it, so a datagram from an
+    #: earlier life of the worker (or a replay of one) never counts for this one.
+    session: str = ""
     heartbeat_seq: int = -1
     running: set[str] = field(default_factory=set)  # attempt ids
     alive: bool = True
@@ -187,33 +225,41 @@ class Scheduler:
 
     # -- workers -------------------------------------------------------------
     def add_worker(self, worker_id: str, host: str, shuffle_port: int, slots: int,
-                   now: float) -> list[Action]:
+                   now: float, session: str = "") -> list[Action]:
         actions: list[Action] = []
         if worker_id in self.workers and self.workers[worker_id].alive:
             # Re-registration after a reconnect: whatever it ran before is lost.
             actions += self.worker_lost(worker_id, "re-registered", now)
-        self.workers[worker_id] = WorkerInfo(worker_id, host, shuffle_port, slots, now)
+        self.workers[worker_id] = WorkerInfo(worker_id, host, shuffle_port, slots, now, session)
         logger.info("worker %s registered (%s, %d slots)", worker_id, host, slots)
         return actions + self.schedule(now)
 
-    def heartbeat(self, worker_id: str, seq: int, now: float) -> bool:
-        """Record a heartbeat; False when the sender must re-register (unknown or dead)."""
+    def heartbeat(self, worker_id: str, seq: int, now: float, session: str = "") -> Heartbeat:
+        """Record an authenticated heartbeat (the manager checked its HMAC)."""
         w = self.workers.get(worker_id)
-        if w is None or not w.alive:
-            return False
+        if w is None:
+            return Heartbeat.REREGISTER
+        if session != w.session:
+            logger.warning("worker %s: heartbeat from another registration dropped", worker_id)
+            return Heartbeat.STALE
         if seq <= w.heartbeat_seq:
             logger.warning("worker %s: stale heartbeat seq %d <= %d dropped", worker_id, seq,
                            w.heartbeat_seq)
-            return True
+            return Heartbeat.STALE
         w.heartbeat_seq = seq
+        if not w.alive:
+            logger.warning("worker %s: late heartbeat after it was declared dead: it must "
+                           "re-register", worker_id)
+            return Heartbeat.REREGISTER
         w.last_heartbeat = now
-        return True
+        return Heartbeat.OK
 
     def worker_lost(self, worker_id: str, reason: str, now: float) -> list[Action]:
         w = self.workers.get(worker_id)
         if w is None or not w.alive:
             return []
-        logger.warning("worker %s is dead: %s", worker_id, reason)
+        logger.warning("worker %s is dead: %s (%.1f s after its last heartbeat)", worker_id,
+                       reason, now - w.last_heartbeat)
         w.alive = False
         actions: list[Action] = [DropWorker(worker_id, reason)]
         for attempt_id in list(w.running):
@@ -225,7 +271,7 @@ class Scheduler:
 
     def _rerun_lost_maps(self, job: Job, worker_id: str, now: float) -> list[Action]:
         """Finished maps whose output lived on a dead worker run again while reducers need it."""
-        if job.spec.reducer is None or all(t.state is TaskState.DONE for t in job.reduces):
+        if not job.reduces or all(t.state is TaskState.DONE for t in job.reduces):
             return []
         actions: list[Action] = []
         for task in job.maps:
@@ -240,6 +286,7 @@ class Scheduler:
         task.state = TaskState.PENDING
         task.output = None
         task.done_worker = None
+        task.done_attempt = None
         _subtract(job.counters, task.counters)
         task.counters = {}
 
@@ -263,6 +310,7 @@ class Scheduler:
             if job.state is not JobState.QUEUED:
                 continue
             job.state = JobState.RUNNING
+            logger.info("job %s started", job.id)
             if not job.maps and not job.reduces:
                 return self._finish_job(job, JobState.SUCCEEDED, "", now)
             return [Progress(job.id)] + self.schedule(now)
@@ -288,22 +336,45 @@ class Scheduler:
         return [j for j in self.jobs.values() if j.state is JobState.RUNNING]
 
     # -- attempts ------------------------------------------------------------
-    def attempt_progress(self, attempt_id: str, now: float) -> None:
+    def _live_attempt(self, attempt_id: str, worker_id: str | None) -> tuple[Job, Task, Attempt] | None:
+        """The running attempt, if `worker_id` (when given) is the worker it was given to."""
         entry = self._attempt_index.get(attempt_id)
-        if entry and attempt_id in entry[1].attempts:
-            entry[1].attempts[attempt_id].last_progress = now
-
-    def attempt_finished(self, attempt_id: str, result: TaskResult, now: float) -> list[Action]:
-        entry = self._attempt_index.pop(attempt_id, None)
         if entry is None:
-            logger.info("attempt %s: late report ignored", attempt_id)
+            return None
+        job, task = self.jobs[entry[0]], entry[1]
+        attempt = task.attempts.get(attempt_id)
+        if attempt is None or (worker_id is not None and attempt.worker_id != worker_id):
+            return None
+        return job, task, attempt
+
+    def job_of(self, attempt_id: str) -> Job | None:
+        """The job of a running attempt."""
+        entry = self._attempt_index.get(attempt_id)
+        return self.jobs[entry[0]] if entry else None
+
+    def attempt_progress(self, attempt_id: str, now: float, worker_id: str | None = None) -> None:
+        live = self._live_attempt(attempt_id, worker_id)
+        if live is not None:
+            live[2].last_progress = now
+
+    def may_commit(self, attempt_id: str, worker_id: str | None = None) -> bool:
+        """Whether this attempt's output may be renamed into place: it is live, its
+        task is not done and its job runs. Asked before the manager commits, so only
+        the first successful attempt of a task ever commits (Spark's commit coordinator)."""
+        live = self._live_attempt(attempt_id, worker_id)
+        return (live is not None and live[0].state is JobState.RUNNING
+                and live[1].state is not TaskState.DONE)
+
+    def attempt_finished(self, attempt_id: str, result: TaskResult, now: float,
+                         worker_id: str | None = None) -> list[Action]:
+        live = self._live_attempt(attempt_id, worker_id)
+        if live is None:
+            logger.info("attempt %s: late, duplicate or misdirected report ignored%s", attempt_id,
+                        f" (from {worker_id})" if worker_id else "")
             return []
-        job_id, task = entry
-        job = self.jobs[job_id]
-        attempt = task.attempts.pop(attempt_id, None)
-        if attempt is None:
-            logger.info("attempt %s: report after it was abandoned, ignored", attempt_id)
-            return []
+        job, task, attempt = live
+        del self._attempt_index[attempt_id]
+        del task.attempts[attempt_id]
         worker = self.workers.get(attempt.worker_id)
         if worker is not None:
             worker.running.discard(attempt_id)
@@ -312,7 +383,7 @@ class Scheduler:
         if result.ok:
             return self._attempt_succeeded(job, task, attempt, result, now)
         if result.fetch_failed_map is not None:
-            return self._fetch_failed(job, task, result.fetch_failed_map, now)
+            return self._fetch_failed(job, task, attempt, result.fetch_failed_map, now)
         return self._attempt_failed(job, task, attempt, result, now)
 
     def _attempt_succeeded(self, job: Job, task: Task, attempt: Attempt, result: TaskResult,
@@ -323,15 +394,19 @@ class Scheduler:
         actions: list[Action] = []
         task.state = TaskState.DONE
         task.finished_at = now
+        task.duration = now - attempt.started
+        task.done_attempt = attempt.id
         task.counters = result.counters
         _add(job.counters, result.counters)
         worker = self.workers[attempt.worker_id]
         if task.kind == "map" and job.reduces:
             task.output = MapOutput(task.index, attempt.id, worker.host, worker.shuffle_port)
             task.done_worker = worker.id
-        if result.output_file:
-            actions.append(CommitTask(job.id, attempt.id, result.output_file))
+        if attempt.speculative:
+            _add(job.counters, {"Job Counters": {f"Speculative {task.kind} tasks won": 1}})
         for other in list(task.attempts):  # the losing speculative attempts
+            logger.info("attempt %s lost the race to %s: killed", other, attempt.id)
+            _add(job.counters, {"Job Counters": {f"Killed {task.kind} tasks": 1}})
             actions += self._kill_attempt(task, other)
         actions.append(Progress(job.id))
         if all(t.state is TaskState.DONE for t in job.tasks):
@@ -343,40 +418,56 @@ class Scheduler:
         task.failures += 1
         task.failed_on.add(attempt.worker_id)
         task.last_error = result
+        worker = self.workers.get(attempt.worker_id)
+        task.history.append(FailedAttempt(attempt.id, attempt.worker_id,
+                                          worker.host if worker else "?",
+                                          result.error or "failed"))
         _add(job.counters, {"Job Counters": {f"Failed {task.kind} tasks": 1}})
         job.worker_failures[attempt.worker_id] = job.worker_failures.get(attempt.worker_id, 0) + 1
         logger.warning("attempt %s failed on %s: %s", attempt.id, attempt.worker_id, result.error)
         if task.state is TaskState.DONE or task.attempts:
-            return self.schedule(now)
+            return self.schedule(now)  # done already, or another attempt may still make it
         if task.failures >= job.max_attempts(task.kind):
             task.state = TaskState.FAILED
             return self._finish_job(job, JobState.FAILED, self._failure_message(job, task), now)
         task.state = TaskState.PENDING
         return self.schedule(now)
 
-    def _fetch_failed(self, job: Job, reduce: Task, map_index: int, now: float) -> list[Action]:
-        """Hadoop's fetch-failure rule: the map's output is gone, so the map runs again."""
+    def _fetch_failed(self, job: Job, reduce: Task, attempt: Attempt, map_index: int,
+                      now: float) -> list[Action]:
+        """Hadoop's fetch-failure rule: the map's output is gone, so the map runs again.
+
+        The reducer is not to blame and is not charged an attempt. Only a report
+        about the map's current output counts: several reducers usually notice the
+        same loss, and a slow one may report an output that was replaced already."""
         if not reduce.attempts and reduce.state is TaskState.RUNNING:
             reduce.state = TaskState.PENDING
+        if not 0 <= map_index < len(job.maps):
+            return self.schedule(now)
         task = job.maps[map_index]
-        task.fetch_failures += 1
-        if task.fetch_failures > job.max_attempts("map"):
-            task.state = TaskState.FAILED
-            task.last_error = TaskResult(ok=False, error="its output could not be fetched "
-                                         f"{task.fetch_failures} times")
-            return self._finish_job(job, JobState.FAILED, self._failure_message(job, task), now)
-        if task.state is TaskState.DONE:
+        if task.state is TaskState.DONE and task.done_attempt == attempt.sources.get(map_index):
+            task.fetch_failures += 1
+            if task.fetch_failures >= job.max_attempts("map"):
+                task.state = TaskState.FAILED
+                task.last_error = TaskResult(ok=False, error="its output could not be fetched "
+                                             f"{task.fetch_failures} times")
+                return self._finish_job(job, JobState.FAILED, self._failure_message(job, task), now)
             logger.warning("job %s: reduce %d could not fetch map %d, re-running the map",
                            job.id, reduce.index, map_index)
             self._reset_done_map(job, task)
         return [Progress(job.id)] + self.schedule(now)
 
     def _failure_message(self, job: Job, task: Task) -> str:
+        """One message for the user: the task, every failed attempt and where it ran,
+        the command, and the last attempt's exit status and stderr."""
         err = task.last_error or TaskResult(ok=False)
         command = job.spec.mapper if task.kind == "map" else (job.spec.reducer or "")
-        lines = [f"task {task.kind} {task.index} failed {task.failures} attempts "
-                 f"(on {', '.join(sorted(task.failed_on))}): {err.error or 'failed'}",
-                 f"  command: {command}"]
+        tid = task_id(job.id, task.kind, task.index)
+        lines = [f"task {tid} ({task.kind} {task.index}) failed "
+                 f"{task.failures} time{'s' if task.failures != 1 else ''}: "
+                 f"{err.error or 'failed'}"]
+        lines += [f"  {h.attempt_id} on {h.worker_id} ({h.host}): {h.error}" for h in task.history]
+        lines.append(f"  command: {command}")
         if err.exit_status is not None:
             lines.append(f"  exit status: {err.exit_status}")
         if err.stderr_tail:
@@ -407,31 +498,33 @@ class Scheduler:
 
     # -- time ----------------------------------------------------------------
     def tick(self, now: float) -> list[Action]:
-        """Declare silent workers dead and kill hung attempts."""
+        """Declare silent workers dead, kill hung attempts, start backups for stragglers."""
         actions: list[Action] = []
         for w in list(self.workers.values()):
             if w.alive and now - w.last_heartbeat > self.heartbeat_timeout:
                 actions += self.worker_lost(w.id, "missed heartbeats", now)
         for job in self._active_jobs():
-            timeout = float(job.spec.conf.get("mapreduce.task.timeout", DEFAULT_TASK_TIMEOUT * 1000))
+            timeout = job.conf_float("mapreduce.task.timeout", DEFAULT_TASK_TIMEOUT * 1000) / 1000
             if timeout <= 0:
                 continue
-            for task in job.phase_tasks():
+            for task in job.tasks:
                 for attempt in list(task.attempts.values()):
-                    if now - attempt.last_progress > timeout / 1000:
+                    if job.state is JobState.RUNNING and now - attempt.last_progress > timeout:
                         actions += self._timeout_attempt(job, task, attempt, timeout, now)
-        return actions
+        return actions + self.schedule(now)
 
     def _timeout_attempt(self, job: Job, task: Task, attempt: Attempt, timeout: float,
                          now: float) -> list[Action]:
         actions = self._kill_attempt(task, attempt.id)
-        result = TaskResult(ok=False, error=f"timed out after {timeout / 1000:.0f} s without progress")
+        result = TaskResult(ok=False, error=f"timed out after {timeout:g} s without progress "
+                            "(mapreduce.task.timeout)")
         actions += self._attempt_failed(job, task, attempt, result, now)
         return actions
 
     # -- placement -----------------------------------------------------------
     def schedule(self, now: float) -> list[Action]:
-        """Give pending tasks of the running job to workers with free slots."""
+        """Give pending tasks of the running job to workers with free slots, then
+        backups to stragglers when nothing is pending."""
         actions: list[Action] = []
         for job in self._active_jobs():
             for task in job.phase_tasks():
@@ -441,33 +534,72 @@ class Scheduler:
                 if worker is None:
                     continue
                 actions.append(self._launch(job, task, worker, now))
+            actions += self._speculate(job, now)
         return actions
 
-    def _pick_worker(self, job: Job, task: Task) -> WorkerInfo | None:
+    def _speculate(self, job: Job, now: float) -> list[Action]:
+        """Backup attempts for the last slow tasks of the current phase (conservatively)."""
+        tasks = job.phase_tasks()
+        if not tasks or not job.speculative(tasks[0].kind):
+            return []
+        if any(t.state is TaskState.PENDING for t in tasks):
+            return []
+        finished = sorted(t.duration for t in tasks if t.state is TaskState.DONE)
+        if not finished:
+            return []  # nothing to compare with
+        median = finished[len(finished) // 2]
+        slowness = job.conf_float("hstream.speculative.slowness", DEFAULT_SPECULATIVE_SLOWNESS)
+        lag = job.conf_float("hstream.speculative.lag", DEFAULT_SPECULATIVE_LAG)
+        budget = max(1, int(SPECULATIVE_CAP * len(tasks))) - sum(
+            a.speculative for t in tasks for a in t.attempts.values())
+        actions: list[Action] = []
+        running = [t for t in tasks if t.state is TaskState.RUNNING and len(t.attempts) == 1]
+        for task in sorted(running, key=lambda t: next(iter(t.attempts.values())).started):
+            if budget <= 0:
+                break
+            attempt = next(iter(task.attempts.values()))
+            elapsed = now - attempt.started
+            if elapsed < slowness * median or elapsed - median < lag:
+                continue
+            worker = self._pick_worker(job, task, exclude={attempt.worker_id})
+            if worker is None:
+                break
+            logger.info("job %s: %s %d has run %.1f s (finished peers: median %.1f s): "
+                        "starting a backup attempt", job.id, task.kind, task.index, elapsed, median)
+            actions.append(self._launch(job, task, worker, now, speculative=True))
+            budget -= 1
+        return actions
+
+    def _pick_worker(self, job: Job, task: Task,
+                     exclude: set[str] | frozenset[str] = frozenset()) -> WorkerInfo | None:
         limit = int(job.spec.conf.get("mapreduce.job.maxtaskfailures.per.tracker",
                                       DEFAULT_MAX_FAILURES_PER_WORKER))
-        free = [w for w in self.workers.values() if w.free_slots > 0]
-        usable = [w for w in free if job.worker_failures.get(w.id, 0) < limit]
-        if not usable and free and all(
-                job.worker_failures.get(w.id, 0) >= limit for w in self.workers.values() if w.alive):
-            usable = free  # every live worker is blacklisted: ignore the list rather than hang
+        alive = [w for w in self.workers.values() if w.alive]
+        bad = {w.id for w in alive if job.worker_failures.get(w.id, 0) >= limit}
+        if len(bad) > BLACKLIST_IGNORE_FRACTION * len(alive):
+            bad = set()  # as Hadoop: a blacklist covering too much of the cluster is ignored
+        free = [w for w in alive if w.free_slots > 0 and w.id not in exclude]
+        usable = [w for w in free if w.id not in bad]
         fresh = [w for w in usable if w.id not in task.failed_on]
         candidates = fresh or usable
         if not candidates:
             return None
         return max(candidates, key=lambda w: (w.free_slots, -len(w.running), w.id))
 
-    def _launch(self, job: Job, task: Task, worker: WorkerInfo, now: float) -> Assign:
+    def _launch(self, job: Job, task: Task, worker: WorkerInfo, now: float,
+                speculative: bool = False) -> Assign:
         number = task.next_attempt
         task.next_attempt += 1
         spec = self._task_spec(job, task, number)
-        attempt = Attempt(spec.attempt_id, number, worker.id, now, now)
+        attempt = Attempt(spec.attempt_id, number, worker.id, now, now, speculative,
+                          {m.map_index: m.attempt_id for m in spec.sources})
         task.attempts[attempt.id] = attempt
         task.state = TaskState.RUNNING
         worker.running.add(attempt.id)
         self._attempt_index[attempt.id] = (job.id, task)
         _add(job.counters, {"Job Counters": {f"Launched {task.kind} tasks": 1}})
-        logger.info("attempt %s -> worker %s", attempt.id, worker.id)
+        logger.info("attempt %s -> worker %s%s", attempt.id, worker.id,
+                    " (speculative)" if speculative else "")
         return Assign(worker.id, spec)
 
     def _task_spec(self, job: Job, task: Task, number: int) -> TaskSpec:

@@ -5,10 +5,14 @@ heartbeats; one accepts shuffle connections (a thread each); one per running
 attempt reads the task runner's reports. The worker's only shared state is
 `self.tasks`, guarded by `self.lock`.
 
-If the manager connection breaks the worker kills every attempt (their output
-may already be re-assigned) and tries to register again for `reconnect`
+If the manager connection breaks, or the manager falls silent (it pings every
+worker each half heartbeat interval), the worker kills every attempt (their
+output may already be re-assigned) and tries to register again for `reconnect`
 seconds; a manager that stays away means the worker exits: nothing of it is
-left running. Stdlib only: this module runs on hosts that have nothing but python3.
+left running. An attempt belongs to the registration it was started under: its
+result is reported on that connection or not at all, so a worker that was
+declared dead never resumes old work. Stdlib only: this module runs on hosts
+that have nothing but python3.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class Running:
     spec: TaskSpec
     proc: subprocess.Popen[bytes]
+    #: The manager connection (registration) the attempt was started under.
+    chan: protocol.Channel | None
     killed: bool = False
 
 
@@ -59,6 +65,8 @@ class Worker:
         self.stopping = threading.Event()
         self.heartbeat_interval = 1.0
         self.heartbeat_port = 0
+        self.session = ""
+        self.manager_timeout: float | None = None
         self.registered = threading.Event()
         self._hb_seq = 0
         self.shuffle_sock = socket.create_server((host, 0))
@@ -102,6 +110,10 @@ class Worker:
                     raise ProtocolError(f"registration refused: {reply}")
                 self.heartbeat_interval = float(reply["heartbeat_interval"])
                 self.heartbeat_port = int(reply["heartbeat_port"])
+                self.session = str(reply.get("session", ""))
+                timeout = reply.get("manager_timeout")
+                self.manager_timeout = float(timeout) if timeout else None
+                chan.sock.settimeout(self.manager_timeout)
                 self.chan = chan
                 self.registered.set()
                 logger.info("worker %s registered with %s:%d", self.id, *self.manager)
@@ -126,26 +138,33 @@ class Worker:
                     self._kill(msg["attempt_id"])
                 elif op == "job_done":
                     self._clean_job(msg["job_id"])
+                elif op == "ping":
+                    pass
                 elif op == "shutdown":
                     logger.info("worker %s: shutdown requested", self.id)
                     self.stopping.set()
                 else:
                     logger.warning("worker %s: unknown op %r ignored", self.id, op)
+        except socket.timeout:
+            logger.warning("worker %s: no word from the manager for %.1f s: connection given up",
+                           self.id, self.manager_timeout or 0)
         except (OSError, EOFError, ProtocolError) as e:
-            logger.warning("worker %s: manager connection lost: %s", self.id, e)
+            logger.warning("worker %s: manager connection lost: %s", self.id, e or "EOF")
         finally:
             self.registered.clear()
             self.chan = None
             chan.close()
 
-    def _send(self, msg: dict[str, Any]) -> None:
-        chan = self.chan
-        if chan is None:
-            return
+    def _send(self, msg: dict[str, Any], chan: protocol.Channel | None) -> bool:
+        """Send on `chan` if it is still the current registration's connection."""
+        if chan is None or chan is not self.chan:
+            return False
         try:
             chan.send(msg)
+            return True
         except OSError as e:
             logger.warning("worker %s: send failed: %s", self.id, e)
+            return False
 
     # -- heartbeats ----------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -156,7 +175,7 @@ class Worker:
                 # Sequence numbers grow across re-registrations, so old datagrams never replay.
                 self._hb_seq = max(self._hb_seq + 1, time.time_ns() // 1000)
                 datagram = protocol.pack_heartbeat(self.secret, self.id, self._hb_seq,
-                                                   {"running": len(self.tasks)})
+                                                   {"running": len(self.tasks), "e": self.session})
                 try:
                     sock.sendto(datagram, (self.manager[0], self.heartbeat_port))
                 except OSError as e:  # a dropped route or firewall: keep trying
@@ -174,7 +193,7 @@ class Worker:
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root, env=env,
                                 start_new_session=True)
         with self.lock:
-            self.tasks[spec.attempt_id] = Running(spec, proc)
+            self.tasks[spec.attempt_id] = Running(spec, proc, self.chan)
         assert proc.stdin is not None
         try:
             proc.stdin.write(self.secret.hex().encode() + b"\n")
@@ -188,6 +207,8 @@ class Worker:
 
     def _watch(self, spec: TaskSpec, proc: subprocess.Popen[bytes]) -> None:
         result: dict[str, Any] | None = None
+        with self.lock:
+            chan = self.tasks[spec.attempt_id].chan
         assert proc.stdout is not None
         for line in proc.stdout:
             try:
@@ -197,7 +218,7 @@ class Worker:
             if "result" in report:
                 result = report["result"]
             else:
-                self._send({"op": "progress", "attempt_id": spec.attempt_id, **report})
+                self._send({"op": "progress", "attempt_id": spec.attempt_id, **report}, chan)
         status = proc.wait()
         with self.lock:
             running = self.tasks.pop(spec.attempt_id, None)
@@ -205,7 +226,10 @@ class Worker:
             return
         if result is None:
             result = to_dict(TaskResult(ok=False, error=f"task runner died (status {status})"))
-        self._send({"op": "done", "attempt_id": spec.attempt_id, "result": result})
+        if not self._send({"op": "done", "attempt_id": spec.attempt_id, "result": result}, chan):
+            logger.warning("worker %s: result of %s dropped: it belongs to a manager connection "
+                           "that is gone (the attempt was re-run elsewhere)", self.id,
+                           spec.attempt_id)
 
     def _kill(self, attempt_id: str) -> None:
         with self.lock:
