@@ -286,3 +286,36 @@ def _ip(*args: str) -> None:
     proc = subprocess.run(["ip", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+
+
+def write_ini(path: Path, *, manager: str, hosts: list[str], keys: Keys, python: str,
+              workdir: Path, slots: int = 2, interval: float = 0.2, missed: int = 10,
+              extra: str = "") -> Path:
+    """A cluster.ini for a test: ports chosen by the kernel, short heartbeats."""
+    path.write_text(f"""[manager]
+host = {manager}
+port = 0
+heartbeat_port = 0
+workdir = {workdir}/manager
+
+[workers]
+hosts = {", ".join(hosts)}
+slots = {slots}
+python = {python}
+workdir = {workdir}/workers
+reconnect = 30
+register_timeout = 20
+
+[ssh]
+key = {keys.client}
+known_hosts = {keys.known_hosts}
+connect_timeout = 5
+
+[heartbeat]
+interval = {interval}
+missed = {missed}
+
+[cluster]
+shared_fs = yes
+{extra}""")
+    return path
