@@ -50,6 +50,13 @@ def split_command(command: str) -> list[str]:
     return args
 
 
+def is_java_builtin(command: str | None) -> bool:
+    """True for the Java classes hstream runs itself (not the identity ones, which are `cat`):
+    like Hadoop's Java reducers they write finished output lines, not streaming lines."""
+    argv = split_command(command or "")
+    return bool(argv) and BUILTINS.get(argv[0], "cat") != "cat"
+
+
 def builtin_argv(argv: list[str], kind: str) -> list[str] | None:
     """The argv of a built-in (aggregate, field selection, identity), or None."""
     module = BUILTINS.get(argv[0]) if argv else None
@@ -96,6 +103,16 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9]")
 def env_name(key: str) -> str:
     """Hadoop's safeEnvVarName: every non-alphanumeric character becomes `_`."""
     return _UNSAFE.sub("_", key)
+
+
+def unescape(text: str) -> bytes:
+    """A separator from the job configuration as bytes; `\\t`-style escapes are honoured."""
+    return text.encode("utf-8").decode("unicode_escape").encode("latin-1")
+
+
+def conf_from_env(name: str, default: str, env: dict[str, str] | None = None) -> str:
+    """A job property as a built-in sees it: every property is in the task's environment."""
+    return (os.environ if env is None else env).get(env_name(name), default)
 
 
 def task_environment(conf: dict[str, str], cmdenv: dict[str, str], base: dict[str, str],

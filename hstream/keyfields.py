@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterator
 
 from hstream.job import Split
+from hstream.partition import KeySpec
 
 _KEYDEF = re.compile(r"^-k(\d+)(?:\.(\d+))?([nr]*)(?:,(\d+)(?:\.(\d+))?([nr]*))?$")
 _FLAGS = re.compile(r"^-[nr]+$")
@@ -88,13 +89,32 @@ def partition_key(conf: dict[str, str]) -> Callable[[bytes], bytes]:
     return lambda line: part(key_spec.key(line))
 
 
-def transform_input(chunks: Iterator[bytes], conf: dict[str, str], split: Split) -> Iterator[bytes]:
-    """Records for input formats other than plain TextInputFormat (per line: the slow path)."""
+def _map_input_defaults(conf: dict[str, str]) -> tuple[str, bool]:
+    """(input format, ignore key): PipeMapper drops the key only for TextInputFormat by default,
+    so a mapper behind KeyValueTextInputFormat or NLineInputFormat sees `key<SEP>value`."""
     fmt = conf.get("hstream.inputformat", "TextInputFormat")
-    ignore_key = conf.get("stream.map.input.ignoreKey", "true").lower() != "false"
-    in_sep = conf.get("stream.map.input.field.separator", "\t").encode()
-    kv_sep = conf.get("mapreduce.input.keyvaluelinerecordreader.key.value.separator", "\t").encode()
-    offset = split.start
+    default = "true" if fmt == "TextInputFormat" else "false"
+    return fmt, conf.get("stream.map.input.ignoreKey", default).lower() != "false"
+
+
+def needs_record_transform(conf: dict[str, str]) -> bool:
+    """Whether the mapper's records differ from the split's lines (then `transform_input`)."""
+    fmt, ignore_key = _map_input_defaults(conf)
+    return not ignore_key or fmt == "KeyValueTextInputFormat"
+
+
+def transform_input(chunks: Iterator[bytes], conf: dict[str, str], split: Split) -> Iterator[bytes]:
+    """Records for input formats other than plain TextInputFormat (per line: the slow path).
+
+    Keys are byte offsets for TextInputFormat and NLineInputFormat, and the text before
+    the first `mapreduce.input.keyvaluelinerecordreader.key.value.separator` character for
+    KeyValueTextInputFormat; `stream.map.input.field.separator` joins key and value."""
+    from hstream.command import unescape
+
+    fmt, ignore_key = _map_input_defaults(conf)
+    in_sep = unescape(conf.get("stream.map.input.field.separator", "\t"))
+    kv_sep = unescape(conf.get("mapreduce.input.keyvaluelinerecordreader.key.value.separator", "\t"))[:1]
+    offset = _first_line_offset(split)
     tail = b""
     for data in chunks:
         data = tail + data
@@ -103,8 +123,8 @@ def transform_input(chunks: Iterator[bytes], conf: dict[str, str], split: Split)
         out = []
         for line in data[:cut].split(b"\n")[:-1]:
             if fmt == "KeyValueTextInputFormat":
-                key, found, value = line.partition(kv_sep)
-                out.append(key + in_sep + value if found else key + in_sep)
+                key, _, value = line.partition(kv_sep)
+                out.append(value if ignore_key else key + in_sep + value)
             elif not ignore_key:
                 out.append(str(offset).encode() + in_sep + line)
             else:
@@ -112,3 +132,43 @@ def transform_input(chunks: Iterator[bytes], conf: dict[str, str], split: Split)
             offset += len(line) + 1
         if out:
             yield b"\n".join(out) + b"\n"
+
+
+def _first_line_offset(split: Split) -> int:
+    """Byte offset of the first line a split owns (a split not at 0 starts after a newline)."""
+    if split.start == 0 or split.codec:
+        return 0
+    with open(split.path, "rb") as f:
+        f.seek(split.start)
+        skipped = 0
+        while True:
+            data = f.read(1 << 16)
+            if not data:
+                return split.start + skipped
+            nl = data.find(b"\n")
+            if nl >= 0:
+                return split.start + skipped + nl + 1
+            skipped += len(data)
+
+
+def reduce_input_rejoiner(conf: dict[str, str], key: KeySpec,
+                          command: str) -> Callable[[bytes], bytes] | None:
+    """When `stream.reduce.input.field.separator` differs from the map output separator, the
+    reducer sees key, that separator, value (Hadoop re-joins them); None when nothing changes.
+    Built-in Java reducers take key and value as objects, so they are never re-joined."""
+    from hstream.command import is_java_builtin, unescape
+
+    if "stream.reduce.input.field.separator" not in conf or is_java_builtin(command):
+        return None
+    sep = unescape(conf["stream.reduce.input.field.separator"])
+    if sep == key.sep:
+        return None
+
+    def rejoin(buf: bytes) -> bytes:
+        out = []
+        for line in buf.split(b"\n")[:-1]:
+            k = key.key(line)
+            out.append(k + sep + line[len(k) + len(key.sep):] if len(k) < len(line) else k + sep)
+        return b"\n".join(out) + b"\n" if out else b""
+
+    return rejoin

@@ -15,13 +15,14 @@ import bz2
 import gzip
 import os
 import re
-from typing import BinaryIO
+import zlib
+from typing import Any, BinaryIO
 
 from hstream.partition import KeySpec
 
 CODECS = {
     "org.apache.hadoop.io.compress.GzipCodec": ".gz",
-    "org.apache.hadoop.io.compress.DefaultCodec": ".gz",
+    "org.apache.hadoop.io.compress.DefaultCodec": ".deflate",
     "org.apache.hadoop.io.compress.BZip2Codec": ".bz2",
     "gzip": ".gz",
     "bzip2": ".bz2",
@@ -32,7 +33,8 @@ _NO_TAB = re.compile(rb"^([^\t\n]*)$", re.M)
 class OutputWriter:
     """Receives whole-line chunks from a command's stdout and writes the part file."""
 
-    def __init__(self, path: str, key: KeySpec, out_sep: bytes, codec: str, lazy: bool) -> None:
+    def __init__(self, path: str, key: KeySpec, out_sep: bytes, codec: str, lazy: bool,
+                 raw: bool = False) -> None:
         self.path = path + codec
         self.key = key
         self.out_sep = out_sep
@@ -40,19 +42,23 @@ class OutputWriter:
         self.lazy = lazy
         self.records = 0
         self.bytes = 0
-        self._file: BinaryIO | None = None
+        self._file: BinaryIO | _ZlibFile | None = None
         self._tail = b""
         self._default = key == KeySpec() and out_sep == b"\t"
+        #: Lines already in their final form (a built-in Java reducer wrote them).
+        self.raw = raw
         if not lazy:
             self._open()
 
-    def _open(self) -> BinaryIO:
+    def _open(self) -> BinaryIO | _ZlibFile:
         if self._file is None:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             if self.codec == ".gz":
                 self._file = gzip.open(self.path, "wb", compresslevel=6)
             elif self.codec == ".bz2":
                 self._file = bz2.open(self.path, "wb")
+            elif self.codec == ".deflate":
+                self._file = _ZlibFile(open(self.path, "wb"))
             else:
                 self._file = open(self.path, "wb")
         return self._file
@@ -66,7 +72,9 @@ class OutputWriter:
 
     def _write_lines(self, data: bytes) -> None:
         self.records += data.count(b"\n")
-        if self._default:
+        if self.raw:
+            pass
+        elif self._default:
             if _NO_TAB.search(data[:-1]) is not None or data.startswith(b"\n"):
                 data = _NO_TAB.sub(rb"\1\t", data[:-1]) + b"\n"
         else:
@@ -88,3 +96,18 @@ class OutputWriter:
             return None
         self._file.close()
         return self.path
+
+
+class _ZlibFile:
+    """Hadoop's DefaultCodec: a zlib stream (`.deflate`)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.z = zlib.compressobj(6)
+
+    def write(self, data: bytes) -> Any:
+        return self.f.write(self.z.compress(data))
+
+    def close(self) -> None:
+        self.f.write(self.z.flush())
+        self.f.close()

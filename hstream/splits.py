@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from hstream.errors import InputNotFound
+from hstream.errors import ConfigError, InputNotFound
 from hstream.job import Split
 
 CHUNK = 1 << 20
@@ -74,6 +74,42 @@ def compute_splits(files: list[str], goal_maps: int) -> list[Split]:
             start += size
         splits.append(Split(f, start, length - start))
     return splits
+
+
+def job_splits(files: list[str], goal_maps: int, conf: dict[str, str]) -> list[Split]:
+    """The job's map tasks: by size, or N lines each for NLineInputFormat."""
+    if conf.get("hstream.inputformat") == "NLineInputFormat":
+        return nline_splits(files, int(conf.get("mapreduce.input.lineinputformat.linespermap", "1")))
+    return compute_splits(files, goal_maps)
+
+
+def nline_splits(files: list[str], lines: int, chunk: int = CHUNK) -> list[Split]:
+    """Hadoop's NLineInputFormat: a split per `lines` lines. Like Hadoop it starts each split one
+    byte early (at the newline before its first line) and ends the first one a byte short, since
+    a reader skips the partial line at its start and reads through the line at its end."""
+    splits: list[Split] = []
+    for f in files:
+        if codec_of(f):
+            raise ConfigError(f"NLineInputFormat cannot split a compressed file: {f}")
+        begin = count = pos = 0
+        with open(f, "rb") as fh:
+            for data in iter(lambda: fh.read(chunk), b""):
+                nl = data.find(b"\n")
+                while nl >= 0:
+                    count += 1
+                    if count == lines:
+                        end = pos + nl + 1
+                        splits.append(_nline_split(f, begin, end - begin))
+                        begin, count = end, 0
+                    nl = data.find(b"\n", nl + 1)
+                pos += len(data)
+        if pos > begin:
+            splits.append(_nline_split(f, begin, pos - begin))
+    return splits
+
+
+def _nline_split(path: str, begin: int, length: int) -> Split:
+    return Split(path, begin, length - 1) if begin == 0 else Split(path, begin - 1, length)
 
 
 def open_split(split: Split) -> BinaryIO:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from xml.etree import ElementTree
 
 from hstream import command as commands
+from hstream import keyfields
 from hstream.errors import ConfigError, HstreamError, OutputExists
 from hstream.job import JobSpec, ShipFile
+from hstream.output import CODECS
 from hstream.splits import list_inputs
 
 #: Old property names Hadoop still accepts, and the new names they stand for.
@@ -40,6 +43,20 @@ DEPRECATED = {
     "mapred.job.reduce.input.buffer.percent": "mapreduce.reduce.input.buffer.percent",
     "mapred.max.tracker.failures": "mapreduce.job.maxtaskfailures.per.tracker",
     "mapred.skip.mode.enabled": "mapreduce.task.skip.start.attempts",
+    "mapred.partitioner.class": "mapreduce.job.partitioner.class",
+    "mapred.data.field.separator": "mapreduce.fieldsel.data.field.separator",
+    "map.output.key.value.fields.spec": "mapreduce.fieldsel.map.output.key.value.fields.spec",
+    "reduce.output.key.value.fields.spec": "mapreduce.fieldsel.reduce.output.key.value.fields.spec",
+    "mapred.mapoutput.key.class": "mapreduce.map.output.key.class",
+    "mapred.mapoutput.value.class": "mapreduce.map.output.value.class",
+    "mapred.output.key.class": "mapreduce.job.output.key.class",
+    "mapred.output.value.class": "mapreduce.job.output.value.class",
+}
+
+#: hstream's own settings (`-D hstream.…`); any other hstream.* name is refused like any property.
+HSTREAM_SETTINGS = {
+    "hstream.sort.buffer.bytes",
+    "hstream.partitioner", "hstream.inputformat",  # set from -partitioner / -inputformat
 }
 
 #: Properties hstream implements. Everything else is refused by name.
@@ -62,24 +79,44 @@ SUPPORTED = {
     "stream.jobconf.truncate.limit", "stream.stderr.reporter.prefix",
     "mapreduce.fieldsel.data.field.separator", "mapreduce.fieldsel.map.output.key.value.fields.spec",
     "mapreduce.fieldsel.reduce.output.key.value.fields.spec",
+    "mapreduce.job.partitioner.class", "num.key.fields.for.partition",
+    "mapreduce.map.output.key.class", "mapreduce.map.output.value.class",
+    "mapreduce.job.output.key.class", "mapreduce.job.output.value.class",
 }
+
+#: Writable classes a text job may name: what streaming reads and writes anyway.
+TEXT_CLASSES = {"org.apache.hadoop.io.Text"}
 
 COMPARATORS = {
     "org.apache.hadoop.mapreduce.lib.partition.KeyFieldBasedComparator",
     "org.apache.hadoop.mapred.lib.KeyFieldBasedComparator",
 }
 PARTITIONERS = {
-    "org.apache.hadoop.mapred.lib.KeyFieldBasedPartitioner",
-    "org.apache.hadoop.mapreduce.lib.partition.KeyFieldBasedPartitioner",
+    "org.apache.hadoop.mapred.lib.KeyFieldBasedPartitioner": "KeyFieldBasedPartitioner",
+    "org.apache.hadoop.mapreduce.lib.partition.KeyFieldBasedPartitioner": "KeyFieldBasedPartitioner",
+    # Hadoop's default: hstream's own hash partitioner plays its part.
+    "org.apache.hadoop.mapred.lib.HashPartitioner": "",
+    "org.apache.hadoop.mapreduce.lib.partition.HashPartitioner": "",
 }
+#: Input formats by the names Hadoop accepts for them (short names as StreamJob allows).
 INPUT_FORMATS = {
-    "TextInputFormat", "KeyValueTextInputFormat",
+    f"{package}{name}": name
+    for name, packages in {
+        "TextInputFormat": ("", "org.apache.hadoop.mapred.", "org.apache.hadoop.mapreduce.lib.input."),
+        "KeyValueTextInputFormat": ("", "org.apache.hadoop.mapred.",
+                                    "org.apache.hadoop.mapreduce.lib.input."),
+        "NLineInputFormat": ("", "org.apache.hadoop.mapred.lib.", "org.apache.hadoop.mapreduce.lib.input."),
+    }.items()
+    for package in packages
 }
+OUTPUT_FORMATS = {"TextOutputFormat", "org.apache.hadoop.mapred.TextOutputFormat",
+                  "org.apache.hadoop.mapreduce.lib.output.TextOutputFormat"}
+FIELDSEL = "org.apache.hadoop.mapred.lib.FieldSelectionMapReduce"
 
 _VALUE_OPTS = {
     "input", "output", "mapper", "reducer", "combiner", "numReduceTasks", "file", "files",
     "cmdenv", "partitioner", "inputformat", "outputformat", "D", "jobconf", "archives",
-    "workers", "config",
+    "workers", "config", "conf", "cacheFile", "cacheArchive", "io",
 }
 _FLAG_OPTS = {"lazyOutput", "verbose", "background", "info", "help"}
 
@@ -94,7 +131,7 @@ class Options:
     verbose: bool = False
     background: bool = False
     help: bool = False
-    conf_order: list[str] = field(default_factory=list)
+    lazy: bool = False
 
 
 def _words(argv: list[str]) -> list[tuple[str, str | None]]:
@@ -132,46 +169,77 @@ def _property(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"property must be KEY=VALUE: {text}")
-    key = DEPRECATED.get(key, key)
-    if key not in SUPPORTED and not key.startswith("hstream."):
-        raise ConfigError(f"unsupported property: {key}")
-    return key, value
+    return _check_property(key), value
+
+
+def _check_property(name: str) -> str:
+    """The current name of a property hstream implements; ConfigError names any other."""
+    key = DEPRECATED.get(name, name)
+    if key in SUPPORTED or key in HSTREAM_SETTINGS:
+        return key
+    given = f" (given as {name})" if key != name else ""
+    if key.startswith("hstream."):
+        raise ConfigError(f"unknown hstream setting: {key}")
+    raise ConfigError(f"unsupported property: {key}{given}")
+
+
+def read_conf_file(path: str) -> dict[str, str]:
+    """A Hadoop configuration file (`-conf`): <configuration><property><name/><value/>…"""
+    try:
+        root = ElementTree.parse(path).getroot()
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
+    except ElementTree.ParseError as e:
+        raise ConfigError(f"configuration file {path} is not valid XML: {e}") from None
+    conf: dict[str, str] = {}
+    for prop in root.iter("property"):
+        name, value = prop.findtext("name"), prop.findtext("value")
+        if not name:
+            raise ConfigError(f"configuration file {path}: a property has no name")
+        conf[_check_property(name.strip())] = (value or "").strip()
+    return conf
 
 
 def parse(argv: list[str], cwd: str | None = None) -> Options:
-    """Parse a streaming command line; ConfigError names what is wrong."""
+    """Parse a streaming command line; ConfigError names what is wrong.
+
+    Hadoop wants generic options (-D, -files, -archives, -conf) before the streaming
+    ones; hstream takes them in any order. -conf files are read first, -D wins over them."""
     cwd = cwd or os.getcwd()
     inputs: list[str] = []
     files: list[ShipFile] = []
     cmdenv: dict[str, str] = {}
     conf: dict[str, str] = {}
+    from_files: dict[str, str] = {}
     single: dict[str, str] = {}
     opts = Options(spec=JobSpec(name="", inputs=[], output="", mapper="cat", reducer="cat"))
     for name, value in _words(argv):
+        if name in _FLAG_OPTS:
+            setattr(opts, {"lazyOutput": "lazy", "info": "help"}.get(name, name), True)
+            continue
+        assert value is not None
         if name == "input":
-            assert value is not None
             inputs += [v for v in value.split(",") if v]
-        elif name in ("file", "files", "archives"):
-            assert value is not None
-            files += _ship(value, name == "archives", cwd)
+        elif name in ("file", "files", "archives", "cacheFile", "cacheArchive"):
+            files += _ship(value, name in ("archives", "cacheArchive"), cwd)
         elif name == "cmdenv":
-            assert value is not None
             k, sep, v = value.partition("=")
             if not sep or not k:
                 raise ConfigError(f"-cmdenv must be NAME=VALUE: {value}")
             cmdenv[k] = v
         elif name in ("D", "jobconf"):
-            assert value is not None
             k, v = _property(value)
             conf[k] = v
-        elif name in _FLAG_OPTS:
-            setattr(opts, {"lazyOutput": "lazy", "info": "help"}.get(name, name), True)
+        elif name == "conf":
+            from_files.update(read_conf_file(os.path.join(cwd, value)))
+        elif name == "io":
+            if value != "text":
+                raise ConfigError(f"unsupported -io: {value} (hstream streams text only)")
         else:
-            assert value is not None
             single[name] = value
     if opts.help:
         return opts
-    return _build(opts, single, inputs, files, cmdenv, conf, cwd)
+    return _build(opts, single, inputs, files, cmdenv, {**from_files, **conf}, cwd)
 
 
 def _build(opts: Options, single: dict[str, str], inputs: list[str], files: list[ShipFile],
@@ -192,8 +260,14 @@ def _build(opts: Options, single: dict[str, str], inputs: list[str], files: list
     if reducer == "NONE" or reduces == 0:
         reducer, reduces = None, 0
     _check_ints(conf)
-    mapper = _localize(mapper, "mapper", files, cwd)
     combiner = single.get("combiner")
+    if _is_aggregate(mapper):
+        raise ConfigError("-mapper aggregate: the aggregate package is a reducer (-reducer aggregate)")
+    if reducer is not None and _is_aggregate(reducer):
+        reducer = combiner = "aggregate"  # StreamJob sets ValueAggregatorCombiner with it
+    if commands.split_command(mapper)[:1] == [FIELDSEL]:
+        _fieldsel_map_key(conf)
+    mapper = _localize(mapper, "mapper", files, cwd)
     if combiner is not None:
         combiner = _localize(combiner, "combiner", files, cwd)
     if reducer is not None:
@@ -202,30 +276,74 @@ def _build(opts: Options, single: dict[str, str], inputs: list[str], files: list
     spec = JobSpec(
         name=conf.get("mapreduce.job.name", "streamjob"), inputs=[os.path.join(cwd, i) for i in inputs],
         output=output, mapper=mapper, reducer=reducer, combiner=combiner, num_reduces=reduces,
-        files=files, cmdenv=cmdenv, conf=conf, lazy_output=getattr(opts, "lazy", False), cwd=cwd)
+        files=files, cmdenv=cmdenv, conf=conf, lazy_output=opts.lazy, cwd=cwd)
     opts.spec = spec
     return opts
 
 
+def _is_aggregate(command: str) -> bool:
+    return command.strip().lower() == "aggregate"
+
+
+def _fieldsel_map_key(conf: dict[str, str]) -> None:
+    """FieldSelectionMapReduce hands Hadoop its key as an object; hstream passes a line. When the
+    key's fields are joined by the map output separator itself (TAB by default), the line's key
+    is that many fields, so the shuffle sees the key Hadoop would."""
+    if "stream.num.map.output.key.fields" in conf:
+        return
+    sep = conf.get("mapreduce.fieldsel.data.field.separator", "\t")
+    if commands.unescape(sep) != commands.unescape(conf.get("stream.map.output.field.separator", "\t")):
+        return
+    from hstream.fieldsel import FieldSpecError, parse_spec
+    try:
+        keys, _ = parse_spec(conf.get("mapreduce.fieldsel.map.output.key.value.fields.spec", "0-:"))
+    except FieldSpecError as e:
+        raise ConfigError(f"mapreduce.fieldsel.map.output.key.value.fields.spec: {e}") from None
+    if len(keys.fields) > 1:
+        conf["stream.num.map.output.key.fields"] = str(len(keys.fields))
+
+
 def _classes(single: dict[str, str], conf: dict[str, str]) -> None:
     """-partitioner, -inputformat, -outputformat and the comparator class: Hadoop's names only."""
-    part = single.get("partitioner")
+    part = single.get("partitioner", conf.get("mapreduce.job.partitioner.class"))
     if part is not None:
         if part not in PARTITIONERS:
             raise ConfigError(f"unsupported partitioner: {part}")
-        conf["hstream.partitioner"] = "KeyFieldBasedPartitioner"
+        if PARTITIONERS[part]:
+            conf["hstream.partitioner"] = PARTITIONERS[part]
+    fields = conf.pop("num.key.fields.for.partition", None)
+    if fields is not None:
+        n = _int(fields, "num.key.fields.for.partition", minimum=1)
+        conf.setdefault("mapreduce.partition.keypartitioner.options", f"-k1,{n}")
     fmt = single.get("inputformat")
     if fmt is not None:
-        short = fmt.rsplit(".", 1)[-1]
-        if short not in INPUT_FORMATS:
+        if fmt not in INPUT_FORMATS:
             raise ConfigError(f"unsupported input format: {fmt}")
-        conf["hstream.inputformat"] = short
+        conf["hstream.inputformat"] = INPUT_FORMATS[fmt]
     out = single.get("outputformat")
-    if out is not None and out.rsplit(".", 1)[-1] != "TextOutputFormat":
+    if out is not None and out not in OUTPUT_FORMATS:
         raise ConfigError(f"unsupported output format: {out}")
     comparator = conf.get("mapreduce.job.output.key.comparator.class")
     if comparator is not None and comparator not in COMPARATORS:
         raise ConfigError(f"unsupported comparator class: {comparator}")
+    for key in ("mapreduce.map.output.key.class", "mapreduce.map.output.value.class",
+                "mapreduce.job.output.key.class", "mapreduce.job.output.value.class"):
+        if key in conf and conf[key] not in TEXT_CLASSES:
+            raise ConfigError(f"unsupported {key}: {conf[key]} (streaming data is Text)")
+    _check_keyfield_options(conf)
+    codec = conf.get("mapreduce.output.fileoutputformat.compress.codec")
+    if codec is not None and codec not in CODECS:
+        raise ConfigError(f"unsupported compression codec: {codec}")
+
+
+def _check_keyfield_options(conf: dict[str, str]) -> None:
+    for key in ("mapreduce.partition.keypartitioner.options",
+                "mapreduce.partition.keycomparator.options"):
+        if key in conf:
+            try:
+                keyfields.comparator_args(conf[key])
+            except keyfields.KeyFieldError as e:
+                raise ConfigError(f"{key}: {e}") from None
 
 
 def _int(text: str, what: str, minimum: int = 0) -> int:
@@ -246,13 +364,23 @@ def _check_ints(conf: dict[str, str]) -> None:
             _int(conf[key], key, minimum=1 if "fields" in key or "attempts" in key else 0)
 
 
+#: Archive kinds -archives unpacks, by file name ending (Hadoop's: zip and jar, tar, tgz, tar.gz).
+ARCHIVES = (".zip", ".jar", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2")
+
+
 def _ship(value: str, archive: bool, cwd: str) -> list[ShipFile]:
     shipped = []
     for item in (v for v in value.split(",") if v):
         path, _, alias = item.partition("#")
+        if path.startswith("file://"):
+            path = path[len("file://"):]
+        elif "://" in path:
+            raise ConfigError(f"only local files can be shipped: {path}")
         full = os.path.abspath(os.path.join(cwd, path))
         if not os.path.exists(full):
             raise HstreamError(f"file to ship does not exist: {path}", 2)
+        if archive and not full.lower().endswith(ARCHIVES):
+            raise ConfigError(f"unsupported archive type (want {', '.join(ARCHIVES)}): {path}")
         shipped.append(ShipFile(full, alias or os.path.basename(path), archive))
     return shipped
 

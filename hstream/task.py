@@ -104,8 +104,9 @@ class Attempt:
             link = os.path.join(self.work, f.name)
             if os.path.lexists(link):
                 continue
-            if f.archive:
-                shutil.unpack_archive(f.path, link)
+            if f.archive:  # a .jar is a zip, as Hadoop unpacks it
+                jar = f.path.lower().endswith((".jar", ".zip"))
+                shutil.unpack_archive(f.path, link, format="zip" if jar else None)
             else:
                 os.symlink(f.path, link)
 
@@ -163,13 +164,18 @@ class Attempt:
         tail = list(self.stderr.tail) if self.stderr else []
         raise TaskError(f"{what} subprocess failed with code {status}", status, tail)
 
+    def progress(self, fraction: float) -> None:
+        """A progress report, with the command's last `reporter:status:` message."""
+        status = self.stderr.status if self.stderr is not None else ""
+        self.reporter.send({"progress": fraction, "status": status} if status else {"progress": fraction})
+
     def user_counters(self) -> None:
         if self.stderr is not None:
             for group, names in self.stderr.snapshot().items():
                 for name, value in names.items():
                     self.count(name, value, group)
 
-    def output_writer(self, key: KeySpec) -> OutputWriter:
+    def output_writer(self, key: KeySpec, raw: bool = False) -> OutputWriter:
         s = self.spec
         name = f"part-{s.index:05d}"
         path = os.path.join(s.output_dir, "_temporary", s.attempt_id, name)
@@ -177,8 +183,8 @@ class Attempt:
         if self.conf.get("mapreduce.output.fileoutputformat.compress", "false").lower() == "true":
             codec = CODECS.get(self.conf.get("mapreduce.output.fileoutputformat.compress.codec",
                                              "gzip"), ".gz")
-        out_sep = self.conf.get("mapreduce.output.textoutputformat.separator", "\t").encode()
-        return OutputWriter(path, key, out_sep, codec, s.lazy_output)
+        out_sep = _sep(self.conf, "mapreduce.output.textoutputformat.separator")
+        return OutputWriter(path, key, out_sep, codec, s.lazy_output, raw)
 
 
 def _sep(conf: dict[str, str], name: str, default: str = "\t") -> bytes:
@@ -219,7 +225,7 @@ def _feed(proc: subprocess.Popen[bytes], chunks: Iterator[bytes], attempt: Attem
             records += data.count(b"\n")
             done += len(data)
             stdin.write(data)
-            attempt.reporter.send({"progress": min(done / total, 1.0) if total else 0.0})
+            attempt.progress(min(done / total, 1.0) if total else 0.0)
     except BrokenPipeError:
         pass
     except BaseException as e:  # noqa: BLE001 - reported by the main thread
@@ -237,14 +243,9 @@ def _map_input(attempt: Attempt) -> Iterator[bytes]:
     spec = attempt.spec
     assert spec.split is not None
     chunks = read_split(spec.split)
-    if _needs_record_transform(attempt.conf):
+    if keyfields.needs_record_transform(attempt.conf):
         return keyfields.transform_input(chunks, attempt.conf, spec.split)
     return chunks
-
-
-def _needs_record_transform(conf: dict[str, str]) -> bool:
-    return (conf.get("stream.map.input.ignoreKey", "true").lower() == "false"
-            or conf.get("hstream.inputformat", "TextInputFormat") != "TextInputFormat")
 
 
 def run_map(attempt: Attempt) -> TaskResult:
@@ -421,7 +422,8 @@ def run_reduce(attempt: Attempt) -> TaskResult:
     feeder = threading.Thread(target=_feed_reducer, daemon=True, name="feeder",
                               args=(merge, proc, attempt, order, errors))
     feeder.start()
-    writer = attempt.output_writer(reduce_key(attempt.conf))
+    # A built-in Java reducer (aggregate, field selection) writes finished output lines.
+    writer = attempt.output_writer(reduce_key(attempt.conf), commands.is_java_builtin(spec.command))
     assert proc.stdout is not None
     _pump(proc.stdout, writer.write)
     attempt.check_exit(proc, "reducer")
@@ -444,14 +446,15 @@ def _feed_reducer(merge: subprocess.Popen[bytes], proc: subprocess.Popen[bytes],
     records = groups = 0
     last: bytes | None = None
     key = order.key
+    rejoin = keyfields.reduce_input_rejoiner(attempt.conf, key, attempt.spec.command)
 
     def consume(buf: bytes) -> None:
         nonlocal records, groups, last
         records += buf.count(b"\n")
         n, last = count_groups(buf, key, last)
         groups += n
-        stdin.write(buf)
-        attempt.reporter.send({"progress": 0.5})
+        stdin.write(buf if rejoin is None else rejoin(buf))
+        attempt.progress(0.5)
 
     try:
         _pump_lines(merge.stdout, consume)
