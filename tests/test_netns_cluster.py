@@ -1,0 +1,175 @@
+"""Three hosts in network namespaces, each with its own sshd and address: jobs that lose a host.
+
+Heartbeats are short (0.2 s, 10 missed = dead after 2 s) so that failures are
+detected quickly; the UDP-loss check watches for 12 s (not a minute) at that
+rate, i.e. 60 heartbeat intervals, which is the same number of chances for a
+false death as a minute at 1 s intervals.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ROOT, assert_same_output, reference, require, wait_for
+from testbed import Testbed as Bed
+from testbed import have_netns, write_ini
+
+EXAMPLE = ROOT / "examples" / "wordcount"
+REDUCER = str(EXAMPLE / "reduce.sh")
+HOSTS = 3
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
+    why = have_netns()
+    require(why is None, why or "")
+    with Bed(tmp_path_factory.mktemp("netns"), HOSTS) as tb:
+        yield tb
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 small input files (12 map tasks) and a mapper slow enough to be caught mid-job."""
+    d = tmp_path_factory.mktemp("data")
+    lines = b"".join(p.read_bytes() for p in sorted((EXAMPLE / "input").iterdir())).splitlines()
+    (d / "input").mkdir()
+    for i in range(12):
+        (d / "input" / f"part{i:02d}.txt").write_bytes(b"\n".join(lines[i:] + lines[:i]) + b"\n")
+    slow = d / "slowmap.sh"
+    slow.write_text(f"#!/bin/sh\nsleep 0.7\nexec {EXAMPLE / 'map.py'}\n")
+    slow.chmod(0o755)
+    return d
+
+
+class Cluster:
+    def __init__(self, bed: Bed, tmp: Path) -> None:
+        self.bed = bed
+        self.ini = write_ini(tmp / "cluster.ini", manager=bed.manager_address,
+                             hosts=[f"root@{bed.address(i)}" for i in range(1, HOSTS + 1)],
+                             keys=bed.keys, python=sys.executable, workdir=tmp / "work")
+        self.env = {**os.environ, "HSTREAM_CONFIG": str(self.ini)}
+
+    def hs(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hstream", *args], env=self.env,
+                              cwd=self.ini.parent, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def up(self) -> float:
+        t0 = time.monotonic()
+        proc = self.hs("cluster", "up")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.stdout.count("worker registered") == HOSTS, proc.stdout
+        return time.monotonic() - t0
+
+    def status(self) -> dict[str, Any]:
+        from hstream import config, launcher
+        client = launcher.manager_client(config.load(str(self.ini)))
+        assert client is not None, "manager is not up"
+        return client.status()
+
+    def worker(self, i: int) -> dict[str, Any]:
+        return next(w for w in self.status()["workers"] if w["id"] == self.bed.address(i))
+
+    def start_job(self, data: Path, out: Path) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hstream", "jar-free", "-mapper", str(data / "slowmap.sh"),
+             "-reducer", REDUCER, "-input", str(data / "input"), "-output", str(out),
+             "-numReduceTasks", "3"],
+            env=self.env, cwd=self.ini.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+
+    def down(self) -> None:
+        proc = self.hs("cluster", "down")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        for i in range(1, HOSTS + 1):
+            wait_for(lambda: not self.bed.hstream_pids(i), 10, f"host {i} to be empty")
+
+
+@pytest.fixture
+def cluster(bed: Bed, tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(bed, tmp_path)
+    try:
+        yield c
+    finally:
+        for i in range(1, HOSTS + 1):  # whatever a failed test did to the hosts
+            bed.heal(i)
+            bed.udp_drop(i, 0)
+            if bed.sshds[i].proc is None:
+                bed.restart_sshd(i)
+        c.hs("cluster", "down")
+
+
+def _expected(data: Path) -> bytes:
+    return reference(sorted((data / "input").iterdir()), str(EXAMPLE / "map.py"), REDUCER, data)
+
+
+def _finish(job: subprocess.Popen[str], out: Path, data: Path) -> None:
+    stdout, stderr = job.communicate(timeout=90)
+    assert job.returncode == 0, stderr
+    assert_same_output(out, _expected(data))
+
+
+def test_wordcount_across_three_hosts(cluster: Cluster, data: Path, tmp_path: Path) -> None:
+    seconds = cluster.up()
+    print(f"cluster up of {HOSTS} hosts: {seconds:.2f} s")
+    job = cluster.start_job(data, tmp_path / "out")
+    busy: set[str] = set()
+
+    def all_busy() -> bool:
+        busy.update(w["id"] for w in cluster.status()["workers"] if w["running"])
+        return len(busy) == HOSTS or job.poll() is not None
+
+    wait_for(all_busy, 60, "every host to run a task")
+    _finish(job, tmp_path / "out", data)
+    assert len(busy) == HOSTS, f"only {busy} ran tasks"
+    cluster.down()
+
+
+@pytest.mark.parametrize("failure", ["kill", "cut"])
+def test_host_lost_mid_job(cluster: Cluster, data: Path, tmp_path: Path, failure: str) -> None:
+    """A host that crashes (EOF) or goes silent (heartbeat timeout): same output."""
+    bed = cluster.bed
+    cluster.up()
+    job = cluster.start_job(data, tmp_path / "out")
+    wait_for(lambda: cluster.worker(2)["running"] or job.poll() is not None, 60,
+             "host 2 to run a task")
+    assert job.poll() is None, "the job ended before host 2 could fail"
+    if failure == "kill":
+        bed.kill(2)
+    else:
+        bed.cut(2)
+    wait_for(lambda: not cluster.worker(2)["alive"], 20, "host 2 to be declared dead")
+    _finish(job, tmp_path / "out", data)
+    if failure == "kill":
+        assert not bed.hstream_pids(2)
+        bed.restart_sshd(2)
+    else:
+        bed.heal(2)
+    cluster.down()
+
+
+def test_udp_loss_causes_no_false_death(cluster: Cluster) -> None:
+    """30% of one host's heartbeats dropped for 60 intervals: nobody is declared dead."""
+    bed = cluster.bed
+    cluster.up()
+    bed.udp_drop(1, 30)
+    deadline = time.monotonic() + 12
+    samples = 0
+    while time.monotonic() < deadline:
+        workers = cluster.status()["workers"]
+        assert len(workers) == HOSTS and all(w["alive"] for w in workers), workers
+        samples += 1
+        time.sleep(0.2)
+    bed.udp_drop(1, 0)
+    assert samples > 30
+    log = (cluster.ini.parent / "work" / "manager" / "manager.log").read_text()
+    assert bed.address(1) not in "".join(l for l in log.splitlines() if "dead" in l.lower())
+    cluster.down()
