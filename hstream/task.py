@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,28 @@ class TaskError(Exception):
         super().__init__(message)
         self.exit_status = exit_status
         self.tail = tail or []
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Stopwatch:
+    """Where an attempt's time goes, stage by stage, in its task.log: wall seconds, CPU of
+    this process (hstream's own work) and of its finished children (commands, sorts)."""
+
+    def __init__(self) -> None:
+        self.wall = time.monotonic()
+        self.own = _cpu(resource.RUSAGE_SELF)
+        self.children = _cpu(resource.RUSAGE_CHILDREN)
+
+    def lap(self, stage: str) -> None:
+        wall, own = time.monotonic(), _cpu(resource.RUSAGE_SELF)
+        children = _cpu(resource.RUSAGE_CHILDREN)
+        logger.info("stage %s: %.2f s wall, %.2f s cpu in the task runner, %.2f s cpu in children",
+                    stage, wall - self.wall, own - self.own, children - self.children)
+        self.wall, self.own, self.children = wall, own, children
 
 
 class Reporter:
@@ -267,16 +290,19 @@ def run_map(attempt: Attempt) -> TaskResult:
         attempt.count("Map output records", writer.records)
         attempt.count("Bytes Written", writer.bytes, "File Output Format Counters")
     else:
+        watch = Stopwatch()
         order = sort_order(attempt.conf)
         spiller = Spiller(order, attempt.buffer, attempt.tmp)
         out_bytes = _pump(proc.stdout, spiller.write)
         runs = spiller.close()
         attempt.check_exit(proc, "mapper")
+        watch.lap(f"map and sort ({len(runs)} spills)")
         records = sum(r.records for r in runs)
         attempt.count("Map output records", records)
         attempt.count("Map output bytes", out_bytes)
         attempt.count("Spilled Records", records)
         _partition(attempt, order, runs)
+        watch.lap(f"merge and partition ({spec.num_reduces} partitions)")
     feeder.join()
     if errors:
         raise TaskError(f"reading input failed: {errors[0]}")
@@ -302,15 +328,38 @@ def _partition(attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
     keyed = any(r.keyed for r in runs)
     if len(runs) > 1:
         attempt.count("Spilled Records", sum(r.records for r in runs))
+    if spec.num_reduces == 1 and not spec.combiner:
+        _single_partition(attempt, order, runs, os.path.join(outdir, shuffle.partition_name(0)))
+    else:
+        _route(attempt, order, runs, outdir)
+    for r in runs:
+        if os.path.exists(r.path):
+            os.unlink(r.path)
+    shuffle.write_meta(outdir, keyed or spec.combiner is not None)
+
+
+def _single_partition(attempt: Attempt, order: SortOrder, runs: list[Run], path: str) -> None:
+    """One reducer: no routing at all; the run is the partition, or `sort -m` writes it."""
+    if not runs:
+        open(path, "wb").close()
+    elif len(runs) == 1:
+        os.replace(runs[0].path, path)
+    else:
+        argv = merge_command(order, runs, attempt.buffer, attempt.tmp) + [f"--output={path}.tmp"]
+        if subprocess.run(argv, env=sort_env()).returncode != 0:
+            raise TaskError("merging map output failed")
+        os.replace(path + ".tmp", path)
+
+
+def _route(attempt: Attempt, order: SortOrder, runs: list[Run], outdir: str) -> None:
+    spec = attempt.spec
     sinks = [_PartitionSink(attempt, order, os.path.join(outdir, shuffle.partition_name(r)))
              for r in range(spec.num_reduces)]
     router = _router(attempt, order, sinks)
-    if not runs:
-        pass
-    elif len(runs) == 1:
+    if len(runs) == 1:
         with open(runs[0].path, "rb") as f:
             _pump_lines(f, router)
-    else:
+    elif runs:
         argv = merge_command(order, runs, attempt.buffer, attempt.tmp)
         merge = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
         assert merge.stdout is not None
@@ -319,13 +368,9 @@ def _partition(attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
             raise TaskError(f"merging map output failed (sort status {merge.returncode})")
     for sink in sinks:
         sink.close()
-    combined = [s.combined for s in sinks]
     if spec.combiner:
         attempt.count("Combine input records", sum(s.records for s in sinks))
-        attempt.count("Combine output records", sum(combined))
-    for r in runs:
-        os.unlink(r.path)
-    shuffle.write_meta(outdir, keyed or spec.combiner is not None)
+        attempt.count("Combine output records", sum(s.combined for s in sinks))
 
 
 def _router(attempt: Attempt, order: SortOrder, sinks: list[Any]) -> Any:
@@ -407,7 +452,9 @@ def run_reduce(attempt: Attempt) -> TaskResult:
     spec = attempt.spec
     inputs = os.path.join(attempt.root, "inputs")
     os.makedirs(inputs, exist_ok=True)
+    watch = Stopwatch()
     fetched = shuffle.fetch_all(spec, inputs, attempt.secret)
+    watch.lap(f"fetch ({len(spec.sources)} maps)")
     if fetched.failed_map is not None:
         return TaskResult(ok=False, fetch_failed_map=fetched.failed_map,
                           error=f"could not fetch map {fetched.failed_map} output: {fetched.error}")
@@ -431,6 +478,7 @@ def run_reduce(attempt: Attempt) -> TaskResult:
     if merge.wait() != 0 and not errors:
         raise TaskError(f"merging reduce input failed (sort status {merge.returncode})")
     path = writer.close()
+    watch.lap("merge and reduce")
     attempt.count("Reduce output records", writer.records)
     attempt.count("Bytes Written", writer.bytes, "File Output Format Counters")
     attempt.user_counters()
