@@ -83,7 +83,7 @@ def jar_free(ctx: click.Context, args: tuple[str, ...]) -> None:
             _, job_id = client.submit(spec)
             click.echo(job_id)
             return
-        _report(client.run(spec))
+        _report(client.run(spec), spec.output)
         return
     if opts.background:
         raise errors.ConfigError("-background needs a running cluster (hstream cluster up)")
@@ -91,7 +91,7 @@ def jar_free(ctx: click.Context, args: tuple[str, ...]) -> None:
     workers = opts.workers or os.cpu_count() or 1
     with LocalCluster(workers=workers, verbose=ctx.obj["verbose"] > 0) as cluster:
         outcome = Client("127.0.0.1", cluster.port, cluster.secret).run(spec)
-    _report(outcome)
+    _report(outcome, spec.output)
 
 
 def _print_conf(spec: Any) -> None:
@@ -103,11 +103,12 @@ def _print_conf(spec: Any) -> None:
     click.echo(f"  hstream.inputs={','.join(spec.inputs)}", err=True)
 
 
-def _report(outcome: Outcome) -> None:
+def _report(outcome: Outcome, output: str) -> None:
     click.echo(format_counters(outcome.counters), err=True)
     if outcome.state == "succeeded":
         click.echo(f"Job {outcome.job_id} completed successfully in {outcome.seconds:.1f} s",
                    err=True)
+        click.echo(f"Output directory: {output}", err=True)
         return
     raise errors.JobFailed(f"Job {outcome.job_id} {outcome.state}: {outcome.message}")
 

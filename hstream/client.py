@@ -61,6 +61,8 @@ class Client:
                 if msg["op"] == "progress":
                     progress.update(msg["map"], msg["reduce"])
                 elif msg["op"] == "finished":
+                    if msg["state"] == "succeeded":
+                        progress.update(1.0, 1.0)
                     return Outcome(job_id, msg["state"], msg["message"], msg["counters"],
                                    time.monotonic() - started)
         except KeyboardInterrupt:
