@@ -40,7 +40,7 @@ import hstream
 from hstream import clusterstate, hostagent, protocol
 from hstream.client import Client
 from hstream.config import ClusterConfig, Host
-from hstream.errors import HstreamError
+from hstream.errors import ConfigError, HstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ class Launcher:
     def up(self) -> list[HostResult]:
         """Manager, then workers; returns every host's result (ok or the reason it failed)."""
         if not self.cfg.shared_fs:
-            raise HstreamError(f"{self.cfg.path}: [cluster] shared_fs = no is not supported yet: "
+            raise ConfigError(f"{self.cfg.path}: [cluster] shared_fs = no is not supported yet: "
                                "input and output must be on a filesystem every host mounts")
         started = time.monotonic()
         manager = start_manager(self.cfg, self._say)

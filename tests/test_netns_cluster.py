@@ -56,6 +56,7 @@ class Cluster:
                              hosts=[f"root@{bed.address(i)}" for i in range(1, HOSTS + 1)],
                              keys=bed.keys, python=sys.executable, workdir=tmp / "work")
         self.env = {**os.environ, "HSTREAM_CONFIG": str(self.ini)}
+        self.is_down = True
 
     def hs(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "hstream", *args], env=self.env,
@@ -63,6 +64,7 @@ class Cluster:
                               timeout=timeout)
 
     def up(self) -> float:
+        self.is_down = False
         t0 = time.monotonic()
         proc = self.hs("cluster", "up")
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -89,6 +91,7 @@ class Cluster:
     def down(self) -> None:
         proc = self.hs("cluster", "down")
         assert proc.returncode == 0, proc.stdout + proc.stderr
+        self.is_down = True
         for i in range(1, HOSTS + 1):
             wait_for(lambda: not self.bed.hstream_pids(i), 10, f"host {i} to be empty")
 
@@ -104,7 +107,8 @@ def cluster(bed: Bed, tmp_path: Path) -> Iterator[Cluster]:
             bed.udp_drop(i, 0)
             if bed.sshds[i].proc is None:
                 bed.restart_sshd(i)
-        c.hs("cluster", "down")
+        if not c.is_down:
+            c.hs("cluster", "down")
 
 
 def _expected(data: Path) -> bytes:
@@ -150,7 +154,9 @@ def test_host_lost_mid_job(cluster: Cluster, data: Path, tmp_path: Path, failure
     _finish(job, tmp_path / "out", data)
     if failure == "kill":
         assert not bed.hstream_pids(2)
-        bed.restart_sshd(2)
+        bed.restart_sshd(2)  # the host reboots: `cluster up` brings its worker back
+        cluster.up()
+        assert cluster.worker(2)["alive"]
     else:
         bed.heal(2)
     cluster.down()
