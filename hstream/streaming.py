@@ -55,7 +55,7 @@ DEPRECATED = {
 
 #: hstream's own settings (`-D hstream.…`); any other hstream.* name is refused like any property.
 HSTREAM_SETTINGS = {
-    "hstream.sort.buffer.bytes",
+    "hstream.sort.buffer.bytes", "hstream.speculative.slowness", "hstream.speculative.lag",
     "hstream.partitioner", "hstream.inputformat",  # set from -partitioner / -inputformat
 }
 
@@ -63,7 +63,7 @@ HSTREAM_SETTINGS = {
 SUPPORTED = {
     "mapreduce.job.reduces", "mapreduce.job.maps", "mapreduce.job.name",
     "mapreduce.map.maxattempts", "mapreduce.reduce.maxattempts", "mapreduce.task.timeout",
-    "mapreduce.map.speculative", "mapreduce.reduce.speculative",
+    "mapreduce.map.speculative", "mapreduce.reduce.speculative", "mapreduce.job.speculative",
     "mapreduce.job.maxtaskfailures.per.tracker",
     "mapreduce.output.fileoutputformat.compress", "mapreduce.output.fileoutputformat.compress.codec",
     "mapreduce.output.textoutputformat.separator",
@@ -356,12 +356,36 @@ def _int(text: str, what: str, minimum: int = 0) -> int:
     return value
 
 
+_INTS = {  # property: smallest value
+    "mapreduce.job.maps": 0, "mapreduce.map.maxattempts": 1, "mapreduce.reduce.maxattempts": 1,
+    "stream.num.map.output.key.fields": 1, "stream.num.reduce.output.key.fields": 1,
+    "mapreduce.task.timeout": 0, "mapreduce.input.lineinputformat.linespermap": 1,
+    "mapreduce.job.maxtaskfailures.per.tracker": 1, "hstream.sort.buffer.bytes": 1,
+    "stream.jobconf.truncate.limit": -1,
+}
+_FLOATS = ("hstream.speculative.slowness", "hstream.speculative.lag")
+_BOOLEANS = (
+    "stream.non.zero.exit.is.failure", "stream.map.input.ignoreKey",
+    "mapreduce.output.fileoutputformat.compress", "mapreduce.map.speculative",
+    "mapreduce.reduce.speculative", "mapreduce.job.speculative",
+    "mapreduce.fileoutputcommitter.marksuccessfuljobs",
+)
+
+
 def _check_ints(conf: dict[str, str]) -> None:
-    for key in ("mapreduce.job.maps", "mapreduce.map.maxattempts", "mapreduce.reduce.maxattempts",
-                "stream.num.map.output.key.fields", "stream.num.reduce.output.key.fields",
-                "mapreduce.task.timeout", "mapreduce.input.lineinputformat.linespermap"):
+    """Values the daemons parse are checked here, where a bad one is the user's error."""
+    for key, minimum in _INTS.items():
         if key in conf:
-            _int(conf[key], key, minimum=1 if "fields" in key or "attempts" in key else 0)
+            _int(conf[key], key, minimum=minimum)
+    for key in _FLOATS:
+        if key in conf:
+            try:
+                float(conf[key])
+            except ValueError:
+                raise ConfigError(f"{key} must be a number: {conf[key]}") from None
+    for key in _BOOLEANS:
+        if key in conf and conf[key].lower() not in ("true", "false"):
+            raise ConfigError(f"{key} must be true or false: {conf[key]}")
 
 
 #: Archive kinds -archives unpacks, by file name ending (Hadoop's: zip and jar, tar, tgz, tar.gz).
