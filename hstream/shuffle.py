@@ -80,13 +80,16 @@ def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str) ->
 class Fetched:
     paths: list[str] = field(default_factory=list)
     bytes: int = 0
+    records: int = 0
     keyed: bool = False
     failed_map: int | None = None
     error: str = ""
 
 
-def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str, secret: bytes) -> tuple[int, bool]:
-    """Fetch one map's partition into `dest`; (bytes, keyed). Raises OSError/ProtocolError."""
+def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str,
+              secret: bytes) -> tuple[int, int, bool]:
+    """Fetch one map's partition into `dest`; (bytes, records, keyed).
+    Raises OSError/ProtocolError."""
     chan = protocol.connect(src.host, src.port, secret, timeout=FETCH_TIMEOUT)
     try:
         chan.sock.settimeout(FETCH_TIMEOUT)
@@ -95,7 +98,7 @@ def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str, secret: by
         head = chan.recv()
         if head["op"] != "data":
             raise FileNotFoundError(f"map output {src.attempt_id} is gone from {src.host}")
-        got = 0
+        got = records = 0
         with open(dest + ".tmp", "wb") as out:
             while True:
                 kind, body = chan.recv_frame()
@@ -103,15 +106,17 @@ def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str, secret: by
                     break
                 out.write(body)
                 got += len(body)
+                records += body.count(b"\n")
         if got != head["size"]:
             raise ProtocolError(f"short fetch from {src.host}: {got} of {head['size']} bytes")
         os.replace(dest + ".tmp", dest)
-        return got, bool(head["keyed"])
+        return got, records, bool(head["keyed"])
     finally:
         chan.close()
 
 
-def _fetch_with_retries(src: MapOutput, spec: TaskSpec, dest: str, secret: bytes) -> tuple[int, bool]:
+def _fetch_with_retries(src: MapOutput, spec: TaskSpec, dest: str,
+                        secret: bytes) -> tuple[int, int, bool]:
     last: Exception | None = None
     for _ in range(FETCH_RETRIES):
         try:
@@ -135,13 +140,14 @@ def fetch_all(spec: TaskSpec, dest_dir: str, secret: bytes) -> Fetched:
             jobs[src.map_index] = (dest, pool.submit(_fetch_with_retries, src, spec, dest, secret))
         for map_index, (dest, fut) in sorted(jobs.items()):
             try:
-                size, keyed = fut.result()
+                size, records, keyed = fut.result()
             except (OSError, EOFError) as e:
                 if result.failed_map is None:
                     result.failed_map, result.error = map_index, str(e)
                 continue
             result.paths.append(dest)
             result.bytes += size
+            result.records += records
             result.keyed = result.keyed or keyed
     return result
 

@@ -116,6 +116,8 @@ class Attempt:
         self._ship_files()
         self.counters: dict[str, dict[str, int]] = {}
         self.stderr: StderrReader | None = None
+        #: How far through its input the attempt is, for progress reports.
+        self.fraction = 0.0
         self.buffer = int(self.conf.get("hstream.sort.buffer.bytes", DEFAULT_BUFFER))
 
     def count(self, name: str, amount: int, group: str = MFW) -> None:
@@ -248,7 +250,8 @@ def _feed(proc: subprocess.Popen[bytes], chunks: Iterator[bytes], attempt: Attem
             records += data.count(b"\n")
             done += len(data)
             stdin.write(data)
-            attempt.progress(min(done / total, 1.0) if total else 0.0)
+            attempt.fraction = min(done / total, 1.0) if total else 0.0
+            attempt.progress(attempt.fraction)
     except BrokenPipeError:
         pass
     except BaseException as e:  # noqa: BLE001 - reported by the main thread
@@ -279,6 +282,8 @@ def run_map(attempt: Attempt) -> TaskResult:
     feeder = threading.Thread(target=_feed, daemon=True, name="feeder",
                               args=(proc, _map_input(attempt), attempt, spec.split.length, errors))
     feeder.start()
+    live = Liveness(attempt, proc.pid, lambda: attempt.fraction)
+    live.start()
     assert proc.stdout is not None
     output_file = None
     if spec.num_reduces == 0:
@@ -303,6 +308,7 @@ def run_map(attempt: Attempt) -> TaskResult:
         attempt.count("Spilled Records", records)
         _partition(attempt, order, runs)
         watch.lap(f"merge and partition ({spec.num_reduces} partitions)")
+    live.stop()
     feeder.join()
     if errors:
         raise TaskError(f"reading input failed: {errors[0]}")
@@ -464,18 +470,31 @@ def run_reduce(attempt: Attempt) -> TaskResult:
     runs = [Run(p, fetched.keyed) for p in fetched.paths]
     argv = merge_command(order, runs, attempt.buffer, attempt.tmp) if runs else ["cat", "/dev/null"]
     merge = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
-    proc = attempt.start(spec.command, "reduce", subprocess.PIPE, subprocess.PIPE)
+    assert merge.stdout is not None
+    rejoin = keyfields.reduce_input_rejoiner(attempt.conf, order.key, spec.command)
     errors: list[BaseException] = []
-    feeder = threading.Thread(target=_feed_reducer, daemon=True, name="feeder",
-                              args=(merge, proc, attempt, order, errors))
-    feeder.start()
+    if rejoin is None:
+        # The common case: the merge feeds the reducer through a plain pipe, no Python between.
+        proc = attempt.start(spec.command, "reduce", merge.stdout, subprocess.PIPE)
+        merge.stdout.close()
+        attempt.count("Reduce input records", fetched.records)
+        side: threading.Thread = _GroupCounter(attempt, order, runs)
+    else:
+        proc = attempt.start(spec.command, "reduce", subprocess.PIPE, subprocess.PIPE)
+        side = threading.Thread(target=_feed_reducer, daemon=True, name="feeder",
+                                args=(merge, proc, attempt, order, rejoin, errors))
+    side.start()
+    total = max(fetched.bytes, 1)
+    live = Liveness(attempt, proc.pid, lambda: 1 / 3 + 2 / 3 * min(_read_bytes(merge.pid) / total, 1))
+    live.start()
     # A built-in Java reducer (aggregate, field selection) writes finished output lines.
     writer = attempt.output_writer(reduce_key(attempt.conf), commands.is_java_builtin(spec.command))
     assert proc.stdout is not None
     _pump(proc.stdout, writer.write)
     attempt.check_exit(proc, "reducer")
-    feeder.join()
-    if merge.wait() != 0 and not errors:
+    live.stop()
+    side.join()
+    if merge.wait() not in (0, -signal.SIGPIPE) and not errors:
         raise TaskError(f"merging reduce input failed (sort status {merge.returncode})")
     path = writer.close()
     watch.lap("merge and reduce")
@@ -487,22 +506,88 @@ def run_reduce(attempt: Attempt) -> TaskResult:
                       output_file=os.path.basename(path) if path else None)
 
 
+class _GroupCounter(threading.Thread):
+    """Counts reduce input groups beside the reducer: a second, C-speed `sort -m -u` over the
+    same inputs prints one line per group, so no Python touches the reducer's input."""
+
+    def __init__(self, attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
+        super().__init__(daemon=True, name="groups")
+        self.attempt = attempt
+        self.order = order
+        self.runs = runs
+
+    def run(self) -> None:
+        groups = 0
+        if self.runs:
+            keyed = [Run(r.path, True) for r in self.runs]
+            argv = merge_command(self.order, keyed, 1 << 20, self.attempt.tmp) + ["--unique"]
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
+            assert proc.stdout is not None
+            for chunk in iter(lambda: proc.stdout.read(CHUNK), b""):  # type: ignore[union-attr]
+                groups += chunk.count(b"\n")
+            proc.wait()
+        self.attempt.count("Reduce input groups", groups)
+
+
+class Liveness(threading.Thread):
+    """Reports progress while the user's command shows life: it read input or wrote output
+    (its /proc I/O counters moved) or wrote to stderr. That is Hadoop's definition of a task
+    that is not hung (`mapreduce.task.timeout`), observed without touching the data."""
+
+    def __init__(self, attempt: Attempt, pid: int, fraction: Any, interval: float = 1.0) -> None:
+        super().__init__(daemon=True, name="liveness")
+        self.attempt = attempt
+        self.pid = pid
+        self.fraction = fraction
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        last: tuple[int, int] | None = None
+        while not self.stopped.wait(self.interval):
+            stderr = self.attempt.stderr.activity if self.attempt.stderr is not None else 0
+            sample = (_io_chars(self.pid), stderr)
+            if sample != last:
+                self.attempt.progress(self.fraction())
+                last = sample
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def _proc_io(pid: int) -> dict[str, int]:
+    try:
+        with open(f"/proc/{pid}/io", encoding="ascii") as f:
+            return {k: int(v) for k, v in (line.split(": ") for line in f)}
+    except (OSError, ValueError):
+        return {}
+
+
+def _io_chars(pid: int) -> int:
+    io = _proc_io(pid)
+    return io.get("rchar", 0) + io.get("wchar", 0)
+
+
+def _read_bytes(pid: int) -> int:
+    return _proc_io(pid).get("rchar", 0)
+
+
 def _feed_reducer(merge: subprocess.Popen[bytes], proc: subprocess.Popen[bytes], attempt: Attempt,
-                  order: SortOrder, errors: list[BaseException]) -> None:
+                  order: SortOrder, rejoin: Any, errors: list[BaseException]) -> None:
+    """The slow path, for when the reducer must see lines rewritten (a different input
+    separator): Python rewrites each buffer and counts groups on the way."""
     assert merge.stdout is not None and proc.stdin is not None
     stdin = proc.stdin
     records = groups = 0
     last: bytes | None = None
     key = order.key
-    rejoin = keyfields.reduce_input_rejoiner(attempt.conf, key, attempt.spec.command)
 
     def consume(buf: bytes) -> None:
         nonlocal records, groups, last
         records += buf.count(b"\n")
         n, last = count_groups(buf, key, last)
         groups += n
-        stdin.write(buf if rejoin is None else rejoin(buf))
-        attempt.progress(0.5)
+        stdin.write(rejoin(buf))
 
     try:
         _pump_lines(merge.stdout, consume)
