@@ -99,7 +99,7 @@ class Spiller:
             self._write_lines(data[:cut])
 
     def _write_lines(self, data: bytes) -> None:
-        if not self.keyed and self._low is not None and self._low.search(data):
+        if not self.keyed and self._low is not None and self._low(data):
             if self._proc is not None:
                 self._end_run()
             self.keyed = True

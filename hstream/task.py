@@ -317,9 +317,10 @@ def run_map(attempt: Attempt) -> TaskResult:
 
 
 def _pump(stream: BinaryIO, write: Any) -> int:
+    """Copy a command's output to `write` in whole megabytes: few, large Python steps."""
     total = 0
     while True:
-        data = stream.read1(CHUNK) if hasattr(stream, "read1") else stream.read(CHUNK)
+        data = stream.read(CHUNK)
         if not data:
             return total
         total += len(data)
