@@ -209,7 +209,10 @@ def test_parse_aggregate_brings_its_combiner_and_fieldsel_its_key(tmp_path: Path
 def test_parse_errors_name_the_culprit(tmp_path: Path) -> None:
     for args, name in ((["-bogus", "1"], "-bogus"), (["-D", "no.such.prop=1"], "no.such.prop"),
                        (["-D", "hstream.nope=1"], "hstream.nope"), (["-D", "novalue"], "novalue"),
-                       (["-archives", "in.txt"], "in.txt"),
+                       (["-archives", "in.txt"], "in.txt"), (["-io", "typedbytes"], "typedbytes"),
+                       (["-D", "mapreduce.partition.keycomparator.options=-k2,2x"], "-k2,2x"),
+                       (["-D", "mapred.compress.map.output=true"], "mapred.compress.map.output"),
+                       (["-D", "hstream.speculative.lag=soon"], "hstream.speculative.lag"),
                        (["-D", "mapreduce.output.fileoutputformat.compress.codec=Lz4"], "Lz4"),
                        (["-D", "mapreduce.map.output.key.class=org.apache.hadoop.io.LongWritable"],
                         "LongWritable")):
