@@ -325,6 +325,7 @@ class Scheduler:
     def _finish_job(self, job: Job, state: JobState, message: str, now: float) -> list[Action]:
         job.state = state
         job.message = message
+        logger.info("job %s finished: %s", job.id, state.value)
         actions: list[Action] = []
         for task in job.tasks:
             for attempt_id in list(task.attempts):

@@ -223,6 +223,9 @@ class Worker:
         with self.lock:
             running = self.tasks.pop(spec.attempt_id, None)
         if running is None or running.killed:
+            if result is not None:
+                logger.info("worker %s: %s finished after it was killed or abandoned: result "
+                            "discarded", self.id, spec.attempt_id)
             return
         if result is None:
             result = to_dict(TaskResult(ok=False, error=f"task runner died (status {status})"))
@@ -248,7 +251,8 @@ class Worker:
         for r in victims:
             kill_group(r.proc)
         if victims:
-            logger.info("worker %s: killed %d attempts: %s", self.id, len(victims), reason)
+            logger.info("worker %s: killed %s: %s", self.id,
+                        ", ".join(r.spec.attempt_id for r in victims), reason)
 
     def _clean_job(self, job_id: str) -> None:
         if shuffle._ID.match(job_id):
