@@ -1,0 +1,387 @@
+"""`make bench`: word count with hstream's local cluster vs the serial Unix pipeline.
+
+Both sides read the same Zipf corpus (bench/corpus.py, cached in bench/data) and
+run the same Python mapper and reducer (bench/wc_map.py, bench/wc_reduce.py):
+
+    pipeline:  cat FILES | wc_map.py | LC_ALL=C sort | wc_reduce.py > out
+    hstream:   hstream jar-free -input DIR -output OUT -mapper wc_map.py
+                   -reducer wc_reduce.py -numReduceTasks R
+
+For each run: wall seconds; CPU seconds (user+sys of every descendant, from
+wait4); the peak RSS of the largest single descendant; and, sampled with psutil
+every 0.1 s, each process's role (hstream's own client/manager/worker/task
+runner, the user's mapper/reducer, sort), so the report can say how CPU splits
+between hstream and the user's code and how large hstream's own processes grow.
+Both outputs must be equal per key. PYTHONUNBUFFERED is removed from the
+environment of both sides (it makes a Python mapper about 1.9x slower).
+
+With PEERS=1 in the environment it also runs madoop and mrjob's local runner,
+installed into bench/.venv-peers on first use.
+
+Usage: python3 bench/run.py [--size MB] [--seed N] [--reduces 1,2] [--workers N] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import corpus  # noqa: E402
+
+RESULTS = os.path.join(HERE, "results")
+PEERS_VENV = os.path.join(HERE, ".venv-peers")
+MAPPER = "wc_map.py"
+REDUCER = "wc_reduce.py"
+SAMPLE_EVERY = 0.1
+OWN_ROLES = ("client", "manager", "worker", "task")
+MB = 1 << 20
+
+
+@dataclass
+class Measure:
+    name: str
+    wall: float = 0.0
+    cpu: float = 0.0
+    max_rss: int = 0  # bytes, largest single descendant (wait4)
+    status: int = 0
+    role_cpu: dict[str, float] = field(default_factory=dict)
+    role_rss: dict[str, int] = field(default_factory=dict)  # peak RSS of one process per role
+    own_rss_sum: int = 0  # peak of hstream's own processes added up, at one instant
+    note: str = ""
+    ok: bool | None = None
+
+
+def role_of(proc: psutil.Process, root: int) -> str:
+    """Which part of the run a process is, from its command line."""
+    try:
+        argv = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return "gone"
+    text = " ".join(argv)
+    if "hstream.task" in text:
+        return "task"
+    if "hstream.worker" in text:
+        return "worker"
+    if proc.pid == root:
+        return "client" if "hstream" in text else "shell"
+    if "hstream" in text and " manager" in text:
+        return "manager"
+    if MAPPER in text:
+        return "mapper"
+    if REDUCER in text:
+        return "reducer"
+    if argv and os.path.basename(argv[0]) == "sort":
+        return "sort"
+    if argv and os.path.basename(argv[0]) == "cat":
+        return "cat"
+    return "other"
+
+
+class Sampler(threading.Thread):
+    """Samples the process tree under `root`: role, CPU and RSS of each process."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True, name="sampler")
+        self.root = root
+        self.stop = threading.Event()
+        self.procs: dict[tuple[int, float], dict[str, object]] = {}
+        self.own_rss_sum = 0
+
+    def run(self) -> None:
+        try:
+            top = psutil.Process(self.root)
+        except psutil.NoSuchProcess:
+            return
+        cache: dict[tuple[int, float], psutil.Process] = {}
+        while not self.stop.is_set():
+            try:
+                tree = [top, *top.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            own = 0
+            for p in tree:
+                try:
+                    key = (p.pid, p.create_time())
+                    p = cache.setdefault(key, p)
+                    with p.oneshot():
+                        t = p.cpu_times()
+                        rss = p.memory_info().rss
+                    entry = self.procs.setdefault(key, {"role": "", "cpu": 0.0, "rss": 0})
+                    role = role_of(p, self.root)  # argv changes across exec (env -> python)
+                    if role != "gone":
+                        entry["role"] = role
+                    entry["cpu"] = t.user + t.system
+                    entry["rss"] = max(int(entry["rss"]), rss)  # type: ignore[call-overload]
+                    if entry["role"] in OWN_ROLES:
+                        own += rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+            self.own_rss_sum = max(self.own_rss_sum, own)
+            self.stop.wait(SAMPLE_EVERY)
+
+    def by_role(self) -> tuple[dict[str, float], dict[str, int]]:
+        cpu: dict[str, float] = {}
+        rss: dict[str, int] = {}
+        for entry in self.procs.values():
+            role = str(entry["role"]) or "other"
+            cpu[role] = cpu.get(role, 0.0) + float(entry["cpu"])  # type: ignore[arg-type]
+            rss[role] = max(rss.get(role, 0), int(entry["rss"]))  # type: ignore[call-overload]
+        return cpu, rss
+
+
+def measure(name: str, argv: list[str], env: dict[str, str], cwd: str,
+            log: str) -> Measure:
+    """Run argv to completion; wall time, rusage of all its (waited-for) descendants, samples."""
+    m = Measure(name)
+    with open(log, "wb") as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=err, stderr=subprocess.STDOUT)
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        m.wall = time.monotonic() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        sampler.stop.set()
+        sampler.join()
+    m.status = proc.returncode
+    m.cpu = usage.ru_utime + usage.ru_stime
+    m.max_rss = usage.ru_maxrss * 1024
+    m.role_cpu, m.role_rss = sampler.by_role()
+    m.own_rss_sum = sampler.own_rss_sum
+    if m.status != 0:
+        m.note = f"exit status {m.status}: {_tail(log)}"
+    return m
+
+
+def _tail(path: str, lines: int = 1) -> str:
+    try:
+        with open(path, "rb") as f:
+            text = f.read()[-4000:].decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " / ".join(text[-lines:]) if text else "(no output)"
+
+
+def bench_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONUNBUFFERED", None)
+    return env
+
+
+def read_output(path: str) -> list[bytes]:
+    """Every output line, sorted: equality of these is equality per key."""
+    files = [path] if os.path.isfile(path) else [
+        os.path.join(path, n) for n in sorted(os.listdir(path)) if not n.startswith(("_", "."))]
+    lines: list[bytes] = []
+    for f in files:
+        with open(f, "rb") as fh:
+            lines += fh.read().splitlines()
+    lines.sort()
+    return lines
+
+
+def run_pipeline(inputs: list[str], out: str, env: dict[str, str], logdir: str) -> Measure:
+    script = (f"cat {' '.join(map(shlex.quote, inputs))} | ./{MAPPER} | LC_ALL=C sort"
+              f" | ./{REDUCER} > {shlex.quote(out)}")
+    return measure("pipeline: cat | map | sort | reduce", ["sh", "-c", script], env, HERE,
+                   os.path.join(logdir, "pipeline.log"))
+
+
+def hstream_argv() -> list[str]:
+    exe = shutil.which("hstream")
+    return [exe] if exe else [sys.executable, "-m", "hstream"]
+
+
+def run_hstream(data: str, out: str, reduces: int, workers: int | None, env: dict[str, str],
+                logdir: str) -> Measure:
+    argv = [*hstream_argv(), "jar-free", "-input", data, "-output", out, "-mapper", MAPPER,
+            "-reducer", REDUCER, "-numReduceTasks", str(reduces)]
+    if workers:
+        argv += ["--workers", str(workers)]
+    name = f"hstream: {workers or os.cpu_count()} workers, {reduces} reduce{'s' * (reduces > 1)}"
+    # cwd is bench/: the mapper and reducer are local files, shipped by name as a user's would be,
+    # and no ./cluster.ini is picked up.
+    return measure(name, argv, env, HERE, os.path.join(logdir, f"hstream-r{reduces}.log"))
+
+
+# -- peers ---------------------------------------------------------------------------
+
+MRJOB_SCRIPT = '''\
+"""mrjob's local runner with the benchmark's own mapper and reducer commands."""
+from mrjob.job import MRJob
+from mrjob.step import MRStep
+
+
+class WordCount(MRJob):
+    def steps(self):
+        return [MRStep(mapper_cmd="{map}", reducer_cmd="{red}")]
+
+
+if __name__ == "__main__":
+    WordCount.run()
+'''
+
+
+def peers_python() -> str | None:
+    """The peers' venv python, created on first use; None (and why) if it cannot be made."""
+    python = os.path.join(PEERS_VENV, "bin", "python")
+    if not os.path.exists(os.path.join(PEERS_VENV, ".ready")):
+        print(f"installing madoop and mrjob into {PEERS_VENV} ...", file=sys.stderr)
+        try:
+            subprocess.run([sys.executable, "-m", "venv", PEERS_VENV], check=True)
+            subprocess.run([python, "-m", "pip", "install", "-q", "madoop", "mrjob"], check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise RuntimeError(f"could not install peers: {e}") from None
+        open(os.path.join(PEERS_VENV, ".ready"), "w").close()
+    return python
+
+
+def run_peers(data: str, inputs: list[str], outdir: str, env: dict[str, str],
+              logdir: str) -> list[tuple[Measure, str]]:
+    """madoop and mrjob's local runner; a peer that cannot run is a row saying why."""
+    try:
+        python = peers_python()
+    except RuntimeError as e:
+        return [(Measure("madoop", note=str(e)), ""), (Measure("mrjob local runner", note=str(e)), "")]
+    assert python is not None
+    bindir = os.path.dirname(python)
+    results = []
+    out = os.path.join(outdir, "madoop")
+    results.append((measure(
+        "madoop", [os.path.join(bindir, "madoop"), "-input", data, "-output", out,
+                   "-mapper", MAPPER, "-reducer", REDUCER], env, HERE,
+        os.path.join(logdir, "madoop.log")), out))
+    script = os.path.join(logdir, "mr_wordcount.py")
+    with open(script, "w") as f:
+        f.write(MRJOB_SCRIPT.format(map=os.path.join(HERE, MAPPER),
+                                    red=os.path.join(HERE, REDUCER)))
+    out = os.path.join(outdir, "mrjob")
+    results.append((measure(
+        "mrjob local runner", [python, script, "-r", "local", "--no-conf", "--output-dir", out,
+                               *inputs], env, HERE, os.path.join(logdir, "mrjob.log")), out))
+    return results
+
+
+# -- report --------------------------------------------------------------------------
+
+
+def _mb(n: int) -> str:
+    return f"{n / MB:.0f}"
+
+
+def table(rows: list[Measure], base: Measure) -> str:
+    head = f"{'run':<40} {'wall s':>7} {'CPU s':>7} {'peak RSS MB':>11} {'ratio':>6}  output"
+    lines = [head, "-" * len(head)]
+    for m in rows:
+        if m.wall == 0.0:
+            lines.append(f"{m.name:<40} {'-':>7} {'-':>7} {'-':>11} {'-':>6}  not run: {m.note}")
+            continue
+        ratio = m.wall / base.wall if base.wall else 0.0
+        verdict = {True: "equal", False: "DIFFERENT", None: m.note or "-"}[m.ok]
+        if m.ok is not None and m.note:
+            verdict += f" ({m.note})"
+        lines.append(f"{m.name:<40} {m.wall:7.1f} {m.cpu:7.1f} {_mb(m.max_rss):>11} "
+                     f"{ratio:6.2f}  {verdict}")
+    return "\n".join(lines)
+
+
+def breakdown(m: Measure) -> str:
+    own = ", ".join(f"{r} {_mb(m.role_rss[r])}" for r in OWN_ROLES if r in m.role_rss)
+    cpu = ", ".join(f"{r} {c:.1f}" for r, c in sorted(m.role_cpu.items(), key=lambda x: -x[1])
+                    if c >= 0.05)
+    return (f"  {m.name}\n    CPU s by process (sampled): {cpu}\n"
+            f"    hstream's own processes, peak RSS MB of one: {own}"
+            f"; all at once: {_mb(m.own_rss_sum)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="hstream word count benchmark (see docs/bench.md)")
+    p.add_argument("--size", type=int, default=256, help="corpus size in MB (default 256)")
+    p.add_argument("--seed", type=int, default=1, help="corpus seed (default 1)")
+    p.add_argument("--files", type=int, default=4, help="corpus files (default 4)")
+    p.add_argument("--reduces", default="1,2",
+                   help="comma list of -numReduceTasks values to run (default 1,2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local cluster workers (default: hstream's, one per CPU)")
+    p.add_argument("--keep", action="store_true", help="keep the outputs in bench/results")
+    args = p.parse_args(argv)
+    reduces = [int(r) for r in args.reduces.split(",") if r]
+
+    t0 = time.monotonic()
+    data = corpus.generate(args.size, args.seed, args.files)
+    inputs = sorted(os.path.join(data, n) for n in os.listdir(data) if not n.startswith("_"))
+    gen = time.monotonic() - t0
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rundir = os.path.join(RESULTS, stamp)
+    os.makedirs(rundir)
+    env = bench_env()
+    print(f"corpus: {data} ({sum(map(os.path.getsize, inputs)) / MB:.0f} MB in {len(inputs)} "
+          f"files, seed {args.seed}; ready in {gen:.1f} s)")
+    print(f"machine: {os.cpu_count()} CPUs; PYTHONUNBUFFERED unset for every run "
+          f"(it was {os.environ.get('PYTHONUNBUFFERED')!r}); mapper {MAPPER}, reducer {REDUCER}")
+
+    load = os.getloadavg()[0]
+    print(f"load average before the runs: {load:.2f}"
+          + (" (busy machine: figures are noisy)" if load > 0.5 else ""))
+    ref_out = os.path.join(rundir, "pipeline.out")
+    base = run_pipeline(inputs, ref_out, env, rundir)
+    print(f"  ran {base.name}: {base.wall:.1f} s", flush=True)
+    reference = read_output(ref_out) if base.status == 0 else None
+    rows = [base]
+    outputs: dict[str, str] = {}
+    for r in reduces:
+        out = os.path.join(rundir, f"hstream-r{r}")
+        m = run_hstream(data, out, r, args.workers, env, rundir)
+        print(f"  ran {m.name}: {m.wall:.1f} s", flush=True)
+        rows.append(m)
+        outputs[m.name] = out
+    if os.environ.get("PEERS") == "1":
+        for m, out in run_peers(data, inputs, rundir, env, rundir):
+            print(f"  ran {m.name}: {m.wall:.1f} s", flush=True)
+            rows.append(m)
+            outputs[m.name] = out
+    for m in rows[1:]:
+        if m.status == 0 and m.wall and reference is not None and m.name in outputs:
+            got = read_output(outputs[m.name])
+            m.ok = got == reference
+            if not m.ok:
+                m.note = f"{len(got)} vs {len(reference)} output lines"
+    if reference is not None:
+        base.ok = True
+        base.note = f"reference, {len(reference)} keys"
+
+    print()
+    print(table(rows, base))
+    print()
+    print("where the CPU goes:")
+    for m in rows:
+        if m.wall:
+            print(breakdown(m))
+    with open(os.path.join(rundir, "results.json"), "w") as f:
+        json.dump({"size_mb": args.size, "seed": args.seed, "corpus": data,
+                   "runs": [asdict(m) for m in rows]}, f, indent=1)
+    if not args.keep:
+        for name in os.listdir(rundir):
+            path = os.path.join(rundir, name)
+            if name.startswith(("hstream-r", "madoop", "mrjob", "pipeline.out")):
+                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    print(f"\nlogs and results.json: {rundir}")
+    failed = [m for m in rows if m.wall and (m.status != 0 or m.ok is False)]
+    return 1 if any(m.name.startswith(("pipeline", "hstream")) for m in failed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
