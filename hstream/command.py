@@ -106,8 +106,12 @@ def env_name(key: str) -> str:
 
 
 def unescape(text: str) -> bytes:
-    """A separator from the job configuration as bytes; `\\t`-style escapes are honoured."""
-    return text.encode("utf-8").decode("unicode_escape").encode("latin-1")
+    """A separator from the job configuration as bytes; `\\t`-style escapes are honoured
+    (a lone or unknown backslash stays a backslash)."""
+    try:
+        return text.encode("utf-8").decode("unicode_escape").encode("latin-1")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return text.encode("utf-8")
 
 
 def conf_from_env(name: str, default: str, env: dict[str, str] | None = None) -> str:

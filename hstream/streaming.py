@@ -364,6 +364,12 @@ _INTS = {  # property: smallest value
     "stream.jobconf.truncate.limit": -1,
 }
 _FLOATS = ("hstream.speculative.slowness", "hstream.speculative.lag")
+_SEPARATORS = (
+    "stream.map.output.field.separator", "stream.reduce.output.field.separator",
+    "stream.map.input.field.separator", "stream.reduce.input.field.separator",
+    "mapreduce.map.output.key.field.separator", "mapreduce.output.textoutputformat.separator",
+    "mapreduce.input.keyvaluelinerecordreader.key.value.separator",
+)
 _BOOLEANS = (
     "stream.non.zero.exit.is.failure", "stream.map.input.ignoreKey",
     "mapreduce.output.fileoutputformat.compress", "mapreduce.map.speculative",
@@ -383,6 +389,12 @@ def _check_ints(conf: dict[str, str]) -> None:
                 float(conf[key])
             except ValueError:
                 raise ConfigError(f"{key} must be a number: {conf[key]}") from None
+    for key in _SEPARATORS:
+        if key in conf:
+            try:
+                conf[key].encode("utf-8").decode("unicode_escape").encode("latin-1")
+            except (UnicodeDecodeError, UnicodeEncodeError):
+                raise ConfigError(f"{key} has a bad escape: {conf[key]} (write a backslash as \\\\)") from None
     for key in _BOOLEANS:
         if key in conf and conf[key].lower() not in ("true", "false"):
             raise ConfigError(f"{key} must be true or false: {conf[key]}")

@@ -54,6 +54,12 @@ def test_transform_input_offsets_and_keyvalue_records(tmp_path: Path) -> None:
             "mapreduce.input.keyvaluelinerecordreader.key.value.separator": "1x"}
     whole = Split(str(f), 0, f.stat().st_size)
     assert b"".join(keyfields.transform_input(read_split(whole), conf, whole)) == b"k:v\nnone:\n"
+    conf["stream.map.input.ignoreKey"] = "true"
+    assert b"".join(keyfields.transform_input(read_split(whole), conf, whole)) == b"v\n\n"
+    f.write_bytes(b"a\tb\tc\n\n\\1\n")
+    whole = Split(str(f), 0, f.stat().st_size)
+    conf = {"hstream.inputformat": "KeyValueTextInputFormat", "stream.map.input.field.separator": "\\"}
+    assert b"".join(keyfields.transform_input(read_split(whole), conf, whole)) == b"a\\b\tc\n\\\n\\1\\\n"
     assert keyfields.needs_record_transform(conf)
     assert not keyfields.needs_record_transform({})
     assert keyfields.needs_record_transform({"hstream.inputformat": "NLineInputFormat"})
@@ -213,6 +219,7 @@ def test_parse_errors_name_the_culprit(tmp_path: Path) -> None:
                        (["-D", "mapreduce.partition.keycomparator.options=-k2,2x"], "-k2,2x"),
                        (["-D", "mapred.compress.map.output=true"], "mapred.compress.map.output"),
                        (["-D", "hstream.speculative.lag=soon"], "hstream.speculative.lag"),
+                       (["-D", "stream.map.output.field.separator=\\"], "stream.map.output.field.separator"),
                        (["-D", "mapreduce.output.fileoutputformat.compress.codec=Lz4"], "Lz4"),
                        (["-D", "mapreduce.map.output.key.class=org.apache.hadoop.io.LongWritable"],
                         "LongWritable")):
