@@ -9,7 +9,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from conftest import APPS, read_output, run_hstream
+from conftest import APPS, read_output, run_hstream, wait_for
 from test_compat_examples import RED, job
 
 LINES = b"one\ntwo\nthree\nfour\nfive\n"
@@ -181,3 +181,23 @@ def test_help_info_and_background_without_cluster(tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_bytes(b"x\n")
     proc = run_hstream("jar-free", "-background", "-input", "in.txt", "-output", "out", cwd=tmp_path)
     assert proc.returncode == 3 and "-background" in proc.stderr, proc.stderr
+
+
+def test_background_submits_to_a_running_cluster_and_returns_the_job_id(tmp_path: Path) -> None:
+    from hstream import clusterstate, config, protocol
+    from hstream.localcluster import LocalCluster
+
+    (tmp_path / "in.txt").write_bytes(b"b\na\n")
+    ini = tmp_path / "cluster.ini"
+    ini.write_text(f"[manager]\nhost = 127.0.0.1\nworkdir = {tmp_path / 'mgr'}\n"
+                   "[workers]\nhosts = 127.0.0.1\n")
+    cfg = config.load(str(ini))
+    with LocalCluster(workers=1) as cluster:  # stands in for `hstream cluster up`
+        clusterstate.write_state(cfg, cluster.port, 0, 0)
+        protocol.write_secret(cfg.secret_file, cluster.secret)
+        proc = run_hstream("jar-free", "--config", str(ini), "-background", "-input", "in.txt",
+                           "-output", "out", "-mapper", "cat", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().startswith("job_"), proc.stdout
+        wait_for(lambda: (tmp_path / "out" / "_SUCCESS").exists(), 30, "the background job's output")
+    assert read_output(tmp_path / "out") == b"a\t\nb\t\n"
