@@ -411,3 +411,29 @@ def test_manager_killed_workers_and_tasks_exit_and_nothing_is_published(cluster:
     with pytest.raises(Exception, match="lost the manager"):
         run.wait()
     assert not out.exists()
+
+
+def test_frozen_manager_workers_give_up_kill_their_tasks_and_exit(cluster: Cluster) -> None:
+    """No FIN arrives from a manager whose host vanished: its silence (no pings) is the sign."""
+    marks = cluster.tmp / "markers"
+    marks.mkdir()
+    run = cluster.submit(cluster.tmp / "out", "-D", "mapreduce.job.maps=8",
+                         env={"HOLD": f"map:*:*:{cluster.tmp}/never", "MARKERS": str(marks)})
+    wait_for(lambda: len(markers(marks)) == 4, 30, "four mappers running")
+    workers = [psutil.Process(p.pid) for p in cluster.local.procs[1:]]
+    tasks = [c for w in workers for c in w.children(recursive=True)]
+    manager = cluster.local.procs[0].pid
+    os.kill(manager, signal.SIGSTOP)
+    try:
+        silence = 2 * HEARTBEAT * MISSED  # the worker's patience: twice the manager's
+        frozen = time.monotonic()
+        wait_for(lambda: gone(tasks), silence + 3, "the tasks to be killed")
+        assert time.monotonic() - frozen >= silence * 0.9
+        # re-registering cannot finish (the manager never answers the handshake): they leave
+        wait_for(lambda: gone(workers), 10 + 5, "the workers to exit")
+    finally:
+        os.kill(manager, signal.SIGCONT)
+    wait_for(lambda: not any(w["alive"] for w in cluster.workers().values()), 10,
+             "the thawed manager to see its workers gone")
+    assert cluster.job()["state"] == "running", "the job waits for workers to come back"
+    assert run.thread.is_alive()
