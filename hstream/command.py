@@ -119,12 +119,19 @@ def conf_from_env(name: str, default: str, env: dict[str, str] | None = None) ->
     return (os.environ if env is None else env).get(env_name(name), default)
 
 
+#: Property prefixes never truncated in the task environment (the built-ins read them there).
+WHOLE_SETTINGS = ("stream.", "mapreduce.fieldsel.", "mapreduce.output.textoutputformat.", "hstream.")
+
+
 def task_environment(conf: dict[str, str], cmdenv: dict[str, str], base: dict[str, str],
                      truncate: int = -1) -> dict[str, str]:
-    """The environment a task's command sees: base, then the job's properties, then -cmdenv."""
+    """The environment a task's command sees: base, then the job's properties, then -cmdenv.
+
+    `stream.jobconf.truncate.limit` (`truncate`) shortens values, except the settings the
+    built-ins read from here, which are short and must arrive whole."""
     env = dict(base)
     for key, value in conf.items():
-        if truncate >= 0:
+        if truncate >= 0 and not key.startswith(WHOLE_SETTINGS):
             value = value[:truncate]
         env[env_name(key)] = value
     env.update(cmdenv)

@@ -183,6 +183,15 @@ def test_builtins() -> None:
     assert command.unescape("\\t") == b"\t" and command.unescape("é") == "é".encode()
 
 
+def test_truncated_environment_keeps_the_builtins_settings_whole() -> None:
+    conf = {"stream.map.output.field.separator": ".", "mapreduce.job.name": "long name",
+            "mapreduce.fieldsel.map.output.key.value.fields.spec": "1,0:2-"}
+    env = command.task_environment(conf, {}, {}, truncate=0)
+    assert env["mapreduce_job_name"] == ""
+    assert env["stream_map_output_field_separator"] == "."
+    assert command.conf_from_env("mapreduce.fieldsel.map.output.key.value.fields.spec", "", env) == "1,0:2-"
+
+
 def _parse(tmp_path: Path, *args: str) -> streaming.Options:
     (tmp_path / "in.txt").write_bytes(b"x\n")
     return streaming.parse(["-input", "in.txt", "-output", "out", *args], cwd=str(tmp_path))
