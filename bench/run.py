@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -45,7 +46,7 @@ PEERS_VENV = os.path.join(HERE, ".venv-peers")
 MAPPER = "wc_map.py"
 REDUCER = "wc_reduce.py"
 SAMPLE_EVERY = 0.1
-OWN_ROLES = ("client", "manager", "worker", "task")
+OWN_ROLES = ("client", "manager", "worker", "task(map)", "task(reduce)")
 MB = 1 << 20
 
 
@@ -61,6 +62,9 @@ class Measure:
     own_rss_sum: int = 0  # peak of hstream's own processes added up, at one instant
     note: str = ""
     ok: bool | None = None
+    rundir: str = ""  # hstream's local cluster run dir (kept for its task.log stage laps)
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    task_logs: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def role_of(proc: psutil.Process, root: int) -> str:
@@ -71,7 +75,7 @@ def role_of(proc: psutil.Process, root: int) -> str:
         return "gone"
     text = " ".join(argv)
     if "hstream.task" in text:
-        return "task"
+        return "task(reduce)" if "_r_" in text else "task(map)"
     if "hstream.worker" in text:
         return "worker"
     if proc.pid == root:
@@ -98,6 +102,9 @@ class Sampler(threading.Thread):
         self.stop = threading.Event()
         self.procs: dict[tuple[int, float], dict[str, object]] = {}
         self.own_rss_sum = 0
+        self.rundir = ""
+        #: task.log text of every attempt seen, read while the job runs (workers delete job dirs)
+        self.task_logs: dict[str, str] = {}
 
     def run(self) -> None:
         try:
@@ -122,6 +129,10 @@ class Sampler(threading.Thread):
                     role = role_of(p, self.root)  # argv changes across exec (env -> python)
                     if role != "gone":
                         entry["role"] = role
+                    if role == "manager" and not self.rundir:
+                        self.rundir = _log_dir(p)
+                    if role.startswith("task"):
+                        self.task_logs.setdefault(p.cmdline()[-1], "")
                     entry["cpu"] = t.user + t.system
                     entry["rss"] = max(int(entry["rss"]), rss)  # type: ignore[call-overload]
                     if entry["role"] in OWN_ROLES:
@@ -129,7 +140,17 @@ class Sampler(threading.Thread):
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     continue
             self.own_rss_sum = max(self.own_rss_sum, own)
+            self._read_task_logs()
             self.stop.wait(SAMPLE_EVERY)
+        self._read_task_logs()
+
+    def _read_task_logs(self) -> None:
+        for root in self.task_logs:
+            try:
+                with open(os.path.join(root, "task.log"), errors="replace") as f:
+                    self.task_logs[root] = f.read()
+            except OSError:
+                pass
 
     def by_role(self) -> tuple[dict[str, float], dict[str, int]]:
         cpu: dict[str, float] = {}
@@ -139,6 +160,32 @@ class Sampler(threading.Thread):
             cpu[role] = cpu.get(role, 0.0) + float(entry["cpu"])  # type: ignore[arg-type]
             rss[role] = max(rss.get(role, 0), int(entry["rss"]))  # type: ignore[call-overload]
         return cpu, rss
+
+
+def _log_dir(proc: psutil.Process) -> str:
+    """The local cluster's run directory: where the manager's --log-file is."""
+    try:
+        argv = proc.cmdline()
+    except psutil.Error:
+        return ""
+    if "--log-file" in argv[:-1]:
+        return os.path.dirname(argv[argv.index("--log-file") + 1])
+    return ""
+
+
+STAGE = re.compile(r"stage (.+?)(?: \(.*\))?: ([\d.]+) s wall, ([\d.]+) s cpu in the task runner, "
+                   r"([\d.]+) s cpu in children")
+
+
+def task_stages(logs: dict[str, str]) -> dict[tuple[str, str], list[tuple[float, float, float]]]:
+    """Stage laps that each attempt's Stopwatch wrote into its task.log, by (kind, stage)."""
+    laps: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for root, text in logs.items():
+        kind = "reduce" if "_r_" in os.path.basename(root) else "map"
+        for m in STAGE.finditer(text):
+            laps.setdefault((kind, m.group(1)), []).append(
+                (float(m.group(2)), float(m.group(3)), float(m.group(4))))
+    return laps
 
 
 def measure(name: str, argv: list[str], env: dict[str, str], cwd: str,
@@ -161,6 +208,8 @@ def measure(name: str, argv: list[str], env: dict[str, str], cwd: str,
     m.max_rss = usage.ru_maxrss * 1024
     m.role_cpu, m.role_rss = sampler.by_role()
     m.own_rss_sum = sampler.own_rss_sum
+    m.rundir = sampler.rundir
+    m.task_logs = sampler.task_logs
     if m.status != 0:
         m.note = f"exit status {m.status}: {_tail(log)}"
     return m
@@ -214,7 +263,20 @@ def run_hstream(data: str, out: str, reduces: int, workers: int | None, env: dic
     name = f"hstream: {workers or os.cpu_count()} workers, {reduces} reduce{'s' * (reduces > 1)}"
     # cwd is bench/: the mapper and reducer are local files, shipped by name as a user's would be,
     # and no ./cluster.ini is picked up.
-    return measure(name, argv, env, HERE, os.path.join(logdir, f"hstream-r{reduces}.log"))
+    m = measure(name, argv, {**env, "HSTREAM_KEEP_RUNDIR": "1"}, HERE,
+                os.path.join(logdir, f"hstream-r{reduces}.log"))
+    for (kind, stage), laps in sorted(task_stages(m.task_logs).items()):
+        # tasks, wall sum, wall max, runner CPU sum, children CPU sum
+        m.stages[f"{kind}: {stage}"] = [len(laps), sum(x[0] for x in laps),
+                                        max(x[0] for x in laps), sum(x[1] for x in laps),
+                                        sum(x[2] for x in laps)]
+    m.task_logs = {}
+    if m.rundir and os.path.isdir(m.rundir):
+        if env.get("HSTREAM_KEEP_RUNDIR"):
+            print(f"  kept the local cluster's run dir: {m.rundir}")
+        else:
+            shutil.rmtree(m.rundir, ignore_errors=True)
+    return m
 
 
 # -- peers ---------------------------------------------------------------------------
@@ -302,9 +364,14 @@ def breakdown(m: Measure) -> str:
     own = ", ".join(f"{r} {_mb(m.role_rss[r])}" for r in OWN_ROLES if r in m.role_rss)
     cpu = ", ".join(f"{r} {c:.1f}" for r, c in sorted(m.role_cpu.items(), key=lambda x: -x[1])
                     if c >= 0.05)
-    return (f"  {m.name}\n    CPU s by process (sampled): {cpu}\n"
-            f"    hstream's own processes, peak RSS MB of one: {own}"
-            f"; all at once: {_mb(m.own_rss_sum)}")
+    text = f"  {m.name}\n    CPU s by process (sampled): {cpu}\n"
+    if own:
+        text += (f"    hstream's own processes, peak RSS MB of one: {own}"
+                 f"; all at once: {_mb(m.own_rss_sum)}\n")
+    for stage, (n, wall, longest, runner, kids) in m.stages.items():
+        text += (f"    task.log {stage:<28} {int(n)} tasks, wall {wall:6.1f} s (longest {longest:5.1f}),"
+                 f" CPU runner {runner:5.1f} s, children {kids:5.1f} s\n")
+    return text.rstrip("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
