@@ -31,15 +31,19 @@ Hadoop Streaming's command line; `-x` and `--x` spellings both work.
   -archives <x.tgz#dir>  ship archives, unpacked
   -cmdenv <n=v>          environment variable for the tasks (repeatable)
   -partitioner <class>   org.apache.hadoop.mapred.lib.KeyFieldBasedPartitioner
-  -inputformat <class>   TextInputFormat or KeyValueTextInputFormat
+  -inputformat <class>   TextInputFormat, KeyValueTextInputFormat or NLineInputFormat
+  -outputformat <class>  TextOutputFormat (the only one)
   -lazyOutput            create part files only when something is written
   -D <property=value>    job property (repeatable); hstream.* are hstream's own
+  -conf <file.xml>       Hadoop <configuration> file of properties (-D overrides it)
+  -cacheFile, -cacheArchive <path#name>   deprecated forms of -files, -archives
   -verbose               print the resolved job configuration
   -background            submit to the running cluster and return the job id
   --workers <n>          local mode: number of workers (default: one per CPU)
   --config <cluster.ini> the cluster to run on (default: $HSTREAM_CONFIG, ./cluster.ini)
 
 With no cluster up, the job runs on an embedded local cluster on 127.0.0.1.
+Supported properties and every difference from Hadoop: docs/compat.md.
 Exit status: 0 success, 1 job failed, 2 input not found, 3 invalid
 configuration, 4 output exists, 5 other errors.
 """
