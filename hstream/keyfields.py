@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterator
 
 from hstream.job import Split
+from hstream.lines import whole_lines
 from hstream.partition import KeySpec
 
 _KEYDEF = re.compile(r"^-k(\d+)(?:\.(\d+))?([nr]*)(?:,(\d+)(?:\.(\d+))?([nr]*))?$")
@@ -118,13 +119,8 @@ def transform_input(chunks: Iterator[bytes], conf: dict[str, str], split: Split)
     kv_sep = unescape(conf.get("mapreduce.input.keyvaluelinerecordreader.key.value.separator", "\t"))[:1]
     records = (_KeyValueRecords(kv_sep or b"\t", in_sep, ignore_key) if fmt == "KeyValueTextInputFormat"
                else _OffsetRecords(_first_line_offset(split), in_sep, ignore_key))
-    tail = b""
-    for data in chunks:
-        data = tail + data
-        cut = data.rfind(b"\n") + 1
-        tail = data[cut:]
-        if cut:
-            yield records(data[:cut])
+    for lines in whole_lines(chunks):
+        yield records(lines)
 
 
 class _KeyValueRecords:

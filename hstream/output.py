@@ -18,6 +18,7 @@ import re
 import zlib
 from typing import Any, BinaryIO
 
+from hstream.lines import LineCutter
 from hstream.partition import KeySpec
 
 CODECS = {
@@ -43,7 +44,7 @@ class OutputWriter:
         self.records = 0
         self.bytes = 0
         self._file: BinaryIO | _ZlibFile | None = None
-        self._tail = b""
+        self._lines = LineCutter()
         self._default = key == KeySpec() and out_sep == b"\t"
         #: Lines already in their final form (a built-in Java reducer wrote them).
         self.raw = raw
@@ -64,11 +65,9 @@ class OutputWriter:
         return self._file
 
     def write(self, data: bytes) -> None:
-        data = self._tail + data
-        cut = data.rfind(b"\n") + 1
-        self._tail = data[cut:]
-        if cut:
-            self._write_lines(data[:cut])
+        lines = self._lines.cut(data)
+        if lines:
+            self._write_lines(lines)
 
     def _write_lines(self, data: bytes) -> None:
         self.records += data.count(b"\n")
@@ -89,9 +88,9 @@ class OutputWriter:
 
     def close(self) -> str | None:
         """Finish the file; its path, or None when lazy output wrote nothing."""
-        if self._tail:
-            self._write_lines(self._tail + b"\n")
-            self._tail = b""
+        last = self._lines.flush()
+        if last:
+            self._write_lines(last)
         if self._file is None:
             return None
         self._file.close()

@@ -21,6 +21,7 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
+from hstream.lines import LineCutter
 from hstream.partition import KeySpec
 
 logger = logging.getLogger(__name__)
@@ -88,15 +89,13 @@ class Spiller:
     def __post_init__(self) -> None:
         self.keyed = bool(self.order.comparator)
         self._low = self.order.key.low_bytes()
-        self._tail = b""
+        self._lines = LineCutter()
 
     def write(self, data: bytes) -> None:
         """Add map output; whole lines reach a run, a trailing partial line waits."""
-        data = self._tail + data
-        cut = data.rfind(b"\n") + 1
-        self._tail = data[cut:]
-        if cut:
-            self._write_lines(data[:cut])
+        lines = self._lines.cut(data)
+        if lines:
+            self._write_lines(lines)
 
     def _write_lines(self, data: bytes) -> None:
         if not self.keyed and self._low is not None and self._low(data):
@@ -144,9 +143,9 @@ class Spiller:
             self._pending = None
 
     def close(self) -> list[Run]:
-        if self._tail:
-            self._write_lines(self._tail + b"\n")
-            self._tail = b""
+        last = self._lines.flush()
+        if last:
+            self._write_lines(last)
         if self._proc is not None:
             self._end_run()
         self._wait_pending()

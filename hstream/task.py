@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 from hstream import command as commands
 from hstream import shuffle
 from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
+from hstream.lines import whole_lines
 from hstream.output import CODECS, OutputWriter
 from hstream.partition import KeySpec, count_groups, route_lines, route_sorted
 from hstream.reporter import StderrReader
@@ -392,18 +393,8 @@ def _router(attempt: Attempt, order: SortOrder, sinks: list[Any]) -> Any:
 
 def _pump_lines(stream: BinaryIO, consume: Any) -> None:
     """Hand `consume` buffers of whole lines."""
-    tail = b""
-    while True:
-        data = stream.read(CHUNK)
-        if not data:
-            break
-        data = tail + data
-        cut = data.rfind(b"\n") + 1
-        tail = data[cut:]
-        if cut:
-            consume(data[:cut])
-    if tail:
-        consume(tail + b"\n")
+    for lines in whole_lines(iter(lambda: stream.read(CHUNK), b"")):
+        consume(lines)
 
 
 class _PartitionSink:

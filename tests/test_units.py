@@ -251,3 +251,18 @@ def test_command_splitting_like_hadoop() -> None:
     assert split_command("x ''") == ["x", ""]
     assert env_name("mapreduce.job.id") == "mapreduce_job_id"
     assert env_name("stream.map-output") == "stream_map_output"
+
+
+# -- lines ----------------------------------------------------------------------------------
+
+
+def test_chunks_are_recut_at_newlines_and_a_last_line_is_finished() -> None:
+    from hstream.lines import whole_lines
+
+    rng = random.Random(11)
+    data = b"".join(b"x" * rng.randint(0, 9) + b"\n" for _ in range(500)) + b"no newline"
+    cuts = sorted(rng.sample(range(len(data)), 60))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    out = list(whole_lines(chunks))
+    assert all(c.endswith(b"\n") for c in out)
+    assert b"".join(out) == data + b"\n"
