@@ -125,11 +125,13 @@ def _report(outcome: Outcome, output: str) -> None:
 @click.option("--heartbeat-interval", default=1.0, show_default=True)
 @click.option("--heartbeat-missed", default=10, show_default=True)
 @click.option("--exit-with-parent", is_flag=True, hidden=True)
+@click.option("--shared-fs/--no-shared-fs", default=True, show_default=True,
+              help="Whether workers see input and output paths; if not, data goes through here.")
 @click.option("--log-file", default=None)
 @click.pass_context
 def manager(ctx: click.Context, host: str, port: int, heartbeat_port: int, secret_file: str,
             heartbeat_interval: float, heartbeat_missed: int, exit_with_parent: bool,
-            log_file: str | None) -> None:
+            shared_fs: bool, log_file: str | None) -> None:
     """Run the manager daemon in the foreground (prints its ports as JSON when ready)."""
     from hstream import manager as manager_mod
     from hstream import protocol
@@ -144,7 +146,7 @@ def manager(ctx: click.Context, host: str, port: int, heartbeat_port: int, secre
         sys.stdout.flush()
 
     manager_mod.run(host, port, heartbeat_port, secret, heartbeat_interval, heartbeat_missed,
-                    exit_with_parent, ready)
+                    exit_with_parent, ready, shared_fs)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,

@@ -59,6 +59,8 @@ class JobSpec:
     lazy_output: bool = False
     #: Where the client ran, so relative commands resolve like they did there.
     cwd: str = ""
+    #: Set by the manager: False when hosts share no filesystem and data goes through it.
+    shared_fs: bool = True
 
 
 @dataclass
@@ -101,6 +103,9 @@ class TaskSpec:
     split: Split | None = None
     sources: list[MapOutput] = field(default_factory=list)
     lazy_output: bool = False
+    shared_fs: bool = True
+    #: The manager's HOST:PORT, filled in by the worker (for data through the manager).
+    manager: str = ""
 
     @property
     def task_id(self) -> str:

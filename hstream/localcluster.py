@@ -36,6 +36,8 @@ class LocalCluster:
     heartbeat_interval: float = 1.0
     heartbeat_missed: int = 10
     verbose: bool = False
+    #: False runs tasks as if no host shared a filesystem: data goes through the manager.
+    shared_fs: bool = True
     rundir: str = ""
     secret: bytes = b""
     port: int = 0
@@ -62,6 +64,7 @@ class LocalCluster:
              "--host", LOOPBACK, "--port", "0", "--heartbeat-port", "0",
              "--secret-file", secret_file, "--heartbeat-interval", str(self.heartbeat_interval),
              "--heartbeat-missed", str(self.heartbeat_missed), "--exit-with-parent",
+             "--shared-fs" if self.shared_fs else "--no-shared-fs",
              "--log-file", os.path.join(self.rundir, "manager.log")],
             stdout=subprocess.PIPE, start_new_session=True)
         self.procs.append(manager)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hstream import protocol
+from hstream import protocol, relay
 from hstream.errors import HstreamError, ProtocolError
 from hstream.job import JobSpec, TaskResult, from_dict, job_number, to_dict
 from hstream.scheduler import (
@@ -51,8 +51,12 @@ class Event:
 
 class Manager:
     def __init__(self, host: str, port: int, heartbeat_port: int, secret: bytes,
-                 heartbeat_interval: float = 1.0, heartbeat_missed: int = 10) -> None:
+                 heartbeat_interval: float = 1.0, heartbeat_missed: int = 10,
+                 shared_fs: bool = True) -> None:
         self.secret = secret
+        #: False: hosts share no filesystem, so tasks read input and write output through us.
+        self.shared_fs = shared_fs
+        self.exports = relay.Exports()
         self.heartbeat_interval = heartbeat_interval
         #: A worker that hears nothing (not even a ping) from us for this long gives up on us.
         self.manager_timeout = 2 * heartbeat_interval * heartbeat_missed
@@ -154,6 +158,8 @@ class Manager:
             return
         if op in ("status", "kill", "logs"):
             chan.send(self._call(op, {"msg": msg}))
+        elif op in relay.OPS:
+            relay.serve(chan, msg, self.exports)  # file I/O on this thread, not the loop's
         elif op == "shutdown":
             chan.send({"op": "ok"})
             self.stop()
@@ -280,6 +286,9 @@ class Manager:
         goal = int(spec.conf.get("mapreduce.job.maps", 0)) or spec.num_maps or 2 * slots
         splits = job_splits(files, goal, spec.conf)
         os.makedirs(os.path.join(staging, "_temporary"))
+        spec.shared_fs = self.shared_fs
+        if not self.shared_fs:
+            self.exports.add(job_id, files, spec.files, staging)
         self.clients[job_id] = event.data["chan"]
         assert event.reply is not None
         event.reply.put({"op": "accepted", "job_id": job_id, "maps": len(splits)})
@@ -391,6 +400,7 @@ class Manager:
                 job.state, job.message = state, message
         if state is not JobState.SUCCEEDED:
             shutil.rmtree(job.staging, ignore_errors=True)
+        self.exports.remove(job.id)
         logger.info("job %s %s %s", job.id, state.value, message)
         for worker_id in list(self.workers):
             self._to_worker(worker_id, {"op": "job_done", "job_id": job.id})
@@ -475,11 +485,12 @@ def _watch_parent() -> None:
 
 def run(host: str, port: int, heartbeat_port: int, secret: bytes, heartbeat_interval: float,
         heartbeat_missed: int, exit_with_parent: bool = False,
-        ready: Callable[[Manager], None] | None = None) -> None:
+        ready: Callable[[Manager], None] | None = None, shared_fs: bool = True) -> None:
     """Run a manager until it is told to shut down."""
     import signal
 
-    manager = Manager(host, port, heartbeat_port, secret, heartbeat_interval, heartbeat_missed)
+    manager = Manager(host, port, heartbeat_port, secret, heartbeat_interval, heartbeat_missed,
+                      shared_fs)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: manager.stop())
     if exit_with_parent:

@@ -614,7 +614,7 @@ class Scheduler:
             combiner=spec.combiner if is_map else None,
             conf=spec.conf, env=spec.cmdenv, files=spec.files,
             output_dir=job.staging, split=task.split, sources=sources,
-            lazy_output=spec.lazy_output,
+            lazy_output=spec.lazy_output, shared_fs=spec.shared_fs,
         )
 
 

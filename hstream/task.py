@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from hstream import command as commands
-from hstream import shuffle
+from hstream import relay, shuffle
 from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
 from hstream.lines import whole_lines
 from hstream.output import CODECS, OutputWriter
@@ -130,11 +130,32 @@ class Attempt:
             link = os.path.join(self.work, f.name)
             if os.path.lexists(link):
                 continue
+            path = f.path
+            if not self.spec.shared_fs:  # one copy per job on this host, fetched once
+                path = os.path.join(self.job_dir, "files", f.name)
+                relay.fetch_file(self.spec.manager, self.secret, self.spec.job_id, f.name, path)
             if f.archive:  # a .jar is a zip, as Hadoop unpacks it
                 jar = f.path.lower().endswith((".jar", ".zip"))
-                shutil.unpack_archive(f.path, link, format="zip" if jar else None)
+                shutil.unpack_archive(path, link, format="zip" if jar else None)
             else:
-                os.symlink(f.path, link)
+                os.symlink(path, link)
+
+    @property
+    def output_dir(self) -> str:
+        """Where this attempt writes its part file: the job's staging area when every host
+        sees it, else a local directory whose file is uploaded to the manager at the end."""
+        if self.spec.shared_fs:
+            return os.path.join(self.spec.output_dir, "_temporary", self.spec.attempt_id)
+        return os.path.join(self.root, "output")
+
+    def publish(self, path: str | None) -> str | None:
+        """The finished part file's name for the commit (uploaded first when needed)."""
+        if path is None:
+            return None
+        if not self.spec.shared_fs:
+            relay.upload_output(self.spec.manager, self.secret, self.spec.job_id,
+                                self.spec.attempt_id, path)
+        return os.path.basename(path)
 
     def environment(self) -> dict[str, str]:
         s = self.spec
@@ -145,7 +166,7 @@ class Attempt:
             "mapreduce.task.attempt.id": s.attempt_id,
             "mapreduce.task.partition": str(s.index),
             "mapreduce.task.ismap": "true" if s.kind == "map" else "false",
-            "mapreduce.task.output.dir": os.path.join(s.output_dir, "_temporary", s.attempt_id),
+            "mapreduce.task.output.dir": self.output_dir,
             "mapreduce.job.local.dir": self.work,
         })
         if s.split is not None:
@@ -203,8 +224,7 @@ class Attempt:
 
     def output_writer(self, key: KeySpec, raw: bool = False) -> OutputWriter:
         s = self.spec
-        name = f"part-{s.index:05d}"
-        path = os.path.join(s.output_dir, "_temporary", s.attempt_id, name)
+        path = os.path.join(self.output_dir, f"part-{s.index:05d}")
         codec = ""
         if self.conf.get("mapreduce.output.fileoutputformat.compress", "false").lower() == "true":
             codec = CODECS.get(self.conf.get("mapreduce.output.fileoutputformat.compress.codec",
@@ -269,7 +289,10 @@ def _feed(proc: subprocess.Popen[bytes], chunks: Iterator[bytes], attempt: Attem
 def _map_input(attempt: Attempt) -> Iterator[bytes]:
     spec = attempt.spec
     assert spec.split is not None
-    chunks = read_split(spec.split)
+    if spec.shared_fs:
+        chunks = read_split(spec.split)
+    else:
+        chunks = relay.read_remote_split(spec.manager, attempt.secret, spec.job_id, spec.split)
     if keyfields.needs_record_transform(attempt.conf):
         return keyfields.transform_input(chunks, attempt.conf, spec.split)
     return chunks
@@ -291,8 +314,7 @@ def run_map(attempt: Attempt) -> TaskResult:
         writer = attempt.output_writer(map_key(attempt.conf))
         _pump(proc.stdout, writer.write)
         attempt.check_exit(proc, "mapper")
-        path = writer.close()
-        output_file = os.path.basename(path) if path else None
+        output_file = attempt.publish(writer.close())
         attempt.count("Map output records", writer.records)
         attempt.count("Bytes Written", writer.bytes, "File Output Format Counters")
     else:
@@ -488,14 +510,13 @@ def run_reduce(attempt: Attempt) -> TaskResult:
     side.join()
     if merge.wait() not in (0, -signal.SIGPIPE) and not errors:
         raise TaskError(f"merging reduce input failed (sort status {merge.returncode})")
-    path = writer.close()
+    output_file = attempt.publish(writer.close())
     watch.lap("merge and reduce")
     attempt.count("Reduce output records", writer.records)
     attempt.count("Bytes Written", writer.bytes, "File Output Format Counters")
     attempt.user_counters()
     shutil.rmtree(inputs, ignore_errors=True)
-    return TaskResult(ok=True, counters=attempt.counters,
-                      output_file=os.path.basename(path) if path else None)
+    return TaskResult(ok=True, counters=attempt.counters, output_file=output_file)
 
 
 class _GroupCounter(threading.Thread):
@@ -618,15 +639,14 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reporter = Reporter(sys.stdout.buffer)
     threading.Thread(target=_watch_parent, args=(reporter,), daemon=True).start()
-    attempt = Attempt(spec, root, secret, reporter)
     try:
+        attempt = Attempt(spec, root, secret, reporter)
         result = run_map(attempt) if spec.kind == "map" else run_reduce(attempt)
-    except TaskError as e:
-        result = TaskResult(ok=False, error=str(e), exit_status=e.exit_status, stderr_tail=e.tail,
-                            counters=attempt.counters)
+    except TaskError as e:  # a failed attempt's counters never count, so none are sent
+        result = TaskResult(ok=False, error=str(e), exit_status=e.exit_status, stderr_tail=e.tail)
     except Exception as e:  # noqa: BLE001 - any crash is this attempt's failure, reported
         logger.exception("attempt failed")
-        result = TaskResult(ok=False, error=f"{type(e).__name__}: {e}", counters=attempt.counters)
+        result = TaskResult(ok=False, error=f"{type(e).__name__}: {e}")
     reporter.send({"result": to_dict(result)}, force=True)
     return 0 if result.ok else 1
 

@@ -185,6 +185,7 @@ class Worker:
 
     # -- tasks ---------------------------------------------------------------
     def _start(self, spec: TaskSpec) -> None:
+        spec.manager = f"{self.manager[0]}:{self.manager[1]}"
         root = os.path.join(self.workdir, spec.job_id, "attempts", spec.attempt_id)
         os.makedirs(root, exist_ok=True)
         env = dict(os.environ)
