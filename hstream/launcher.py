@@ -40,7 +40,7 @@ import hstream
 from hstream import clusterstate, hostagent, protocol
 from hstream.client import Client
 from hstream.config import ClusterConfig, Host
-from hstream.errors import ConfigError, HstreamError
+from hstream.errors import HstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,8 @@ def start_manager(cfg: ClusterConfig, say: Say) -> Client:
              "--port", str(cfg.port), "--heartbeat-port", str(cfg.heartbeat_port),
              "--secret-file", cfg.secret_file,
              "--heartbeat-interval", str(cfg.heartbeat_interval),
-             "--heartbeat-missed", str(cfg.heartbeat_missed), "--log-file", manager_log(cfg)],
+             "--heartbeat-missed", str(cfg.heartbeat_missed), "--log-file", manager_log(cfg),
+             "--shared-fs" if cfg.shared_fs else "--no-shared-fs"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out,
             cwd=cfg.manager_workdir, start_new_session=True)
     assert proc.stdout is not None
@@ -333,9 +334,6 @@ class Launcher:
 
     def up(self) -> list[HostResult]:
         """Manager, then workers; returns every host's result (ok or the reason it failed)."""
-        if not self.cfg.shared_fs:
-            raise ConfigError(f"{self.cfg.path}: [cluster] shared_fs = no is not supported yet: "
-                               "input and output must be on a filesystem every host mounts")
         started = time.monotonic()
         manager = start_manager(self.cfg, self._say)
         bundle = code_bundle()
