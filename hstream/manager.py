@@ -250,7 +250,16 @@ class Manager:
     def _on_progress(self, event: Event, now: float) -> list[Action]:
         worker_id = event.data["worker_id"]
         if self.workers.get(worker_id) is event.data["chan"]:
-            self.scheduler.attempt_progress(str(event.data["msg"]["attempt_id"]), now, worker_id)
+            msg = event.data["msg"]
+            fraction = msg.get("progress")
+            status = msg.get("status")
+            self.scheduler.attempt_progress(
+                str(msg["attempt_id"]), now, worker_id,
+                float(fraction) if isinstance(fraction, (int, float)) else None,
+                str(status) if status is not None else None)
+            job = self.scheduler.job_of(str(msg["attempt_id"]))
+            if job is not None:
+                self._progress(job.id)  # the client prints only when a percentage changes
         return []
 
     def _on_done(self, event: Event, now: float) -> list[Action]:
@@ -442,8 +451,10 @@ class Manager:
 
 def _job_status(job: Job) -> dict[str, Any]:
     m, r = job.progress()
+    running = [{"attempt": a.id, "worker": a.worker_id, "progress": round(a.fraction, 3),
+                "status": a.status} for t in job.tasks for a in t.attempts.values()]
     return {"id": job.id, "name": job.spec.name, "state": job.state.value, "map": m, "reduce": r,
-            "output": job.spec.output, "message": job.message}
+            "output": job.spec.output, "message": job.message, "running": running}
 
 
 def _timeval(seconds: float) -> bytes:

@@ -112,6 +112,9 @@ class Attempt:
     started: float
     last_progress: float
     speculative: bool = False
+    #: How far it is (0..1) and its command's last `reporter:status:` message.
+    fraction: float = 0.0
+    status: str = ""
     #: A reduce attempt's inputs: map index -> the map attempt whose output it fetches.
     sources: dict[int, str] = field(default_factory=dict)
 
@@ -186,10 +189,13 @@ class Job:
         return self.maps
 
     def progress(self) -> tuple[float, float]:
+        """Map and reduce progress: finished tasks, plus how far running ones are."""
         def frac(tasks: list[Task]) -> float:
             if not tasks:
                 return 1.0
-            return sum(t.state is TaskState.DONE for t in tasks) / len(tasks)
+            return sum(1.0 if t.state is TaskState.DONE else
+                       max((a.fraction for a in t.attempts.values()), default=0.0)
+                       for t in tasks) / len(tasks)
 
         return frac(self.maps), frac(self.reduces)
 
@@ -353,10 +359,16 @@ class Scheduler:
         entry = self._attempt_index.get(attempt_id)
         return self.jobs[entry[0]] if entry else None
 
-    def attempt_progress(self, attempt_id: str, now: float, worker_id: str | None = None) -> None:
+    def attempt_progress(self, attempt_id: str, now: float, worker_id: str | None = None,
+                         fraction: float | None = None, status: str | None = None) -> None:
         live = self._live_attempt(attempt_id, worker_id)
         if live is not None:
-            live[2].last_progress = now
+            attempt = live[2]
+            attempt.last_progress = now
+            if fraction is not None:
+                attempt.fraction = min(max(fraction, 0.0), 1.0)
+            if status is not None:
+                attempt.status = status
 
     def may_commit(self, attempt_id: str, worker_id: str | None = None) -> bool:
         """Whether this attempt's output may be renamed into place: it is live, its
@@ -592,8 +604,9 @@ class Scheduler:
         number = task.next_attempt
         task.next_attempt += 1
         spec = self._task_spec(job, task, number)
-        attempt = Attempt(spec.attempt_id, number, worker.id, now, now, speculative,
-                          {m.map_index: m.attempt_id for m in spec.sources})
+        attempt = Attempt(spec.attempt_id, number, worker.id, started=now, last_progress=now,
+                          speculative=speculative,
+                          sources={m.map_index: m.attempt_id for m in spec.sources})
         task.attempts[attempt.id] = attempt
         task.state = TaskState.RUNNING
         worker.running.add(attempt.id)
