@@ -231,7 +231,8 @@ def test_chaos_kill_a_random_worker_in_a_random_phase(cluster: Cluster, seed: in
     phase = PHASES[seed % len(PHASES)]
     out = cluster.tmp / "out"
     run = cluster.submit(out, "-D", "mapreduce.job.maps=4", "-numReduceTasks", "2",
-                         env={"DELAY_MAX": "0.3"}, inputs=cluster.tmp / "in4")
+                         env={"DELAY_MAX": "0.3", "LINGER_MAX": "0.3"},
+                         inputs=cluster.tmp / "in4")
     victim = wait_for(lambda: _victim_for(cluster, phase, rng), 30, f"the {phase} phase",
                       interval=0.02)
     time.sleep(rng.uniform(0, 0.15))  # a random moment within the phase
@@ -326,6 +327,25 @@ def test_straggler_gets_a_backup_attempt_that_wins(cluster: Cluster) -> None:
     assert_clean(out)
 
 
+def test_hung_attempt_is_killed_after_the_task_timeout_and_retried(cluster: Cluster) -> None:
+    marks = cluster.tmp / "markers"
+    marks.mkdir()
+    out = cluster.tmp / "out"
+    started = time.monotonic()
+    outcome = cluster.submit(out, "-D", "mapreduce.job.maps=4", "-D", "mapreduce.task.timeout=2500",
+                             "-D", "mapreduce.map.speculative=false",
+                             env={"MARKERS": str(marks), "HOLD": f"map:0:0:{cluster.tmp}/never"}
+                             ).wait(60)
+    assert outcome.state == "succeeded", outcome.message
+    assert time.monotonic() - started < 30
+    assert outcome.counters["Job Counters"]["Failed map tasks"] == 1
+    assert sorted(a[-1] for a, _ in markers(marks) if "_m_000000_" in a) == ["0", "1"]
+    assert re.search(r"attempt_\S+_m_000000_0 failed on local\d: timed out after 2.5 s",
+                     cluster.log())
+    assert_same_output(out, expected(cluster))
+    assert_clean(out)
+
+
 # -- lost work ----------------------------------------------------------------------------
 
 
@@ -335,7 +355,8 @@ def test_lost_map_output_reruns_exactly_the_maps_of_the_dead_worker(cluster: Clu
     out = cluster.tmp / "out"
     run = cluster.submit(out, "-D", "mapreduce.job.maps=8", "-numReduceTasks", "2",
                          env={"MARKERS": str(marks), "HOLD": f"map:0:0:{gate}"})
-    wait_for(lambda: cluster.job().get("map", 0) >= 7 / 8 and cluster.running("_m_000000_0"),
+    wait_for(lambda: len(markers(marks)) == 8 and
+             list(cluster.running("_m_")) == [a for a, _ in markers(marks) if "_m_000000_0" in a],
              30, "every map but the held one to finish")
     holder = cluster.running("_m_000000_0")
     assert not cluster.running("_r_"), "reducers must not have started"

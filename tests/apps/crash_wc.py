@@ -7,6 +7,8 @@ run is reproducible):
                   so partial output exists) and sleep up to SLEEP_MAX s on another ~1/3
   SLEEP_MAX       seconds, default 1.5
   DELAY_MAX       sleep a random 0..DELAY_MAX s before starting (widens phases)
+  LINGER_MAX      sleep a random 0..LINGER_MAX s after writing all output (a window in
+                  which the output exists but is not committed yet)
   MARKERS         directory: one file `<attempt id>@<worker>` per attempt that started
   HOLD            `kind:partition:attempt:FILE,...` (* matches any): wait for FILE
   FAIL_ALWAYS     set: write it to stderr and exit 3 (a deterministic failure)
@@ -78,3 +80,7 @@ else:
         total += int(value or 0)
     if current is not None:
         print(f"{current}\t{total}")
+
+if os.environ.get("LINGER_MAX"):
+    sys.stdout.flush()
+    time.sleep(rng.uniform(0, float(os.environ["LINGER_MAX"])))
