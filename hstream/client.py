@@ -84,17 +84,25 @@ class Client:
 
 
 class ProgressPrinter:
-    """` map 40% reduce 0%` lines, as Hadoop's client prints them, each time they change."""
+    """` map 40% reduce 0%` lines, as Hadoop's client prints them: when they changed, at most
+    once per `interval` seconds, except that the end of a phase is always shown."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, interval: float = 1.0) -> None:
         self.out = out
+        self.interval = interval
         self.last = ""
+        self.printed_at = float("-inf")
 
     def update(self, map_fraction: float, reduce_fraction: float) -> None:
-        line = f" map {int(map_fraction * 100)}% reduce {int(reduce_fraction * 100)}%"
-        if line != self.last:
-            self.last = line
-            print(line, file=self.out, flush=True)
+        m, r = int(map_fraction * 100), int(reduce_fraction * 100)
+        line = f" map {m}% reduce {r}%"
+        now = time.monotonic()
+        if line == self.last:
+            return
+        if now - self.printed_at < self.interval and r != 100 and (m != 100 or r != 0):
+            return
+        self.last, self.printed_at = line, now
+        print(line, file=self.out, flush=True)
 
 
 def format_counters(counters: dict[str, dict[str, int]]) -> str:
