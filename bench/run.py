@@ -73,13 +73,17 @@ def role_of(proc: psutil.Process, root: int) -> str:
         argv = proc.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return "gone"
+    if not argv:  # a zombie: keep the role it had
+        return "gone"
     text = " ".join(argv)
     if "hstream.task" in text:
         return "task(reduce)" if "_r_" in text else "task(map)"
     if "hstream.worker" in text:
         return "worker"
     if proc.pid == root:
-        return "client" if "hstream" in text else "shell"
+        if "hstream" in text:
+            return "client"
+        return "shell" if os.path.basename(argv[0]) == "sh" else "framework"
     if "hstream" in text and " manager" in text:
         return "manager"
     if MAPPER in text:
