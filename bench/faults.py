@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reduces", type=int, default=2)
     p.add_argument("--interval", type=float, default=1.0, help="heartbeat interval (s)")
     p.add_argument("--missed", type=int, default=10, help="missed heartbeats = dead")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each case (median shown)")
     p.add_argument("--skip-detection", action="store_true")
     args = p.parse_args(argv)
     if not args.skip_detection:
@@ -134,23 +136,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"word count, {args.size} MB, {args.workers} workers x 1 slot, "
               f"{args.reduces} reduces, {os.cpu_count()} CPUs:")
-        baseline = None
-        for chaos in (None, "map", "shuffle"):
-            out = os.path.join(tmp, f"out-{chaos}")
-            outcome, wall, note = wordcount(data, out, args.workers, args.reduces,
-                                            args.interval, args.missed, chaos)
-            assert outcome.state == "succeeded", outcome.message
-            parts = sorted(read_parts(out).splitlines())
-            if baseline is None:
-                baseline, base_wall = parts, wall
-                extra = ""
-            else:
+        baseline: list[bytes] | None = None
+        walls: dict[str | None, list[float]] = {}
+        for n in range(args.repeat):
+            for chaos in (None, "map", "shuffle"):
+                out = os.path.join(tmp, f"out-{chaos}-{n}")
+                outcome, wall, note = wordcount(data, out, args.workers, args.reduces,
+                                                args.interval, args.missed, chaos)
+                assert outcome.state == "succeeded", outcome.message
+                parts = sorted(read_parts(out).splitlines())
+                shutil.rmtree(out)
+                if baseline is None:
+                    baseline = parts
                 assert parts == baseline, "output differs from the undisturbed run"
-                extra = f"  (+{wall - base_wall:.1f} s, x{wall / base_wall:.2f})"
-            launched = outcome.counters.get("Job Counters", {})
-            print(f"  {note:<48} {wall:6.1f} s{extra}   maps launched "
-                  f"{launched.get('Launched map tasks')}, reduces launched "
-                  f"{launched.get('Launched reduce tasks')}")
+                walls.setdefault(chaos, []).append(wall)
+                launched = outcome.counters.get("Job Counters", {})
+                print(f"  {note:<48} {wall:6.1f} s   maps launched "
+                      f"{launched.get('Launched map tasks')}, reduces launched "
+                      f"{launched.get('Launched reduce tasks')}", flush=True)
+        base = statistics.median(walls[None])
+        for chaos, label in ((None, "undisturbed"), ("map", "kill -9 with half the maps done"),
+                             ("shuffle", "kill -9 as the reducers start")):
+            med = statistics.median(walls[chaos])
+            extra = f"  +{med - base:.1f} s (x{med / base:.2f})" if chaos else ""
+            print(f"  median of {args.repeat}, {label:<34} {med:6.1f} s{extra}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
