@@ -159,7 +159,8 @@ def worker(args: tuple[str, ...]) -> None:
     sys.exit(worker_mod.main(list(args)))
 
 
-from hstream.cluster_cli import cluster, job  # noqa: E402
+from hstream.cluster_cli import cluster, job
+
 cli.add_command(cluster)
 cli.add_command(job)
 

@@ -66,7 +66,7 @@ def start(args, stdin):
         proc = subprocess.Popen(argv, cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=out, start_new_session=True)
     with open(os.path.join(home, "worker.pid"), "w") as f:
-        f.write("%d\n" % proc.pid)
+        f.write(f"{proc.pid}\n")
     return {"state": "started", "pid": proc.pid}
 
 
@@ -112,7 +112,7 @@ def _stop_members(home, grace):
 
 def _members(home):
     """Live processes of this worker home: marked environment, or working directory below it."""
-    mark = ("%s=%s" % (MARK, home)).encode()
+    mark = (f"{MARK}={home}").encode()
     me = {os.getpid(), os.getppid()}
     found = set()
     try:
@@ -123,11 +123,11 @@ def _members(home):
         if pid in me:
             continue
         try:
-            with open("/proc/%d/environ" % pid, "rb") as f:
+            with open(f"/proc/{pid}/environ", "rb") as f:
                 if mark in f.read().split(b"\0"):
                     found.add(pid)
                     continue
-            cwd = os.readlink("/proc/%d/cwd" % pid)
+            cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
         if cwd == home or cwd.startswith(home + "/"):
@@ -162,7 +162,7 @@ def _unpack(tarball, dest):
     with tarfile.open(fileobj=io.BytesIO(tarball), mode="r:gz") as tar:
         for member in tar.getmembers():
             if not member.isfile() or member.name.startswith("/") or ".." in member.name.split("/"):
-                raise ValueError("unsafe path in code tarball: %r" % member.name)
+                raise ValueError(f"unsafe path in code tarball: {member.name!r}")
         tar.extractall(dest)
 
 
@@ -173,8 +173,8 @@ def main():
     action, args = sys.argv[1], json.loads(sys.argv[2])
     try:
         answer = ACTIONS[action](args, sys.stdin.buffer)
-    except Exception as e:  # the launcher reports it as this host's failure
-        answer = {"error": "%s: %s" % (type(e).__name__, e)}
+    except Exception as e:  # noqa: BLE001 -- the launcher reports it as this host's failure
+        answer = {"error": f"{type(e).__name__}: {e}"}
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()
 

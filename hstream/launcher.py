@@ -23,7 +23,6 @@ import os
 import select
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -157,7 +156,7 @@ def ssh_connect(cfg: ClusterConfig, host: Host, accept_new: bool,
     except paramiko.AuthenticationException as e:
         client.close()
         raise HostFailure(f"ssh authentication as {user} failed: {e}") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         client.close()
         raise HostFailure(f"ssh: no answer within {cfg.connect_timeout:g} s") from None
     except (OSError, EOFError, paramiko.SSHException) as e:

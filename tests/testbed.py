@@ -73,7 +73,7 @@ def _listening(address: str, port: int, netns: str | None) -> bool:
     argv = ["ss", "-Hltn", f"sport = {port}"]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
-    out = subprocess.run(argv, capture_output=True, text=True).stdout
+    out = subprocess.run(argv, check=False, capture_output=True, text=True).stdout
     return address in out
 
 
@@ -93,12 +93,11 @@ class Sshd:
         argv = [SSHD, "-D", "-e", "-f", str(conf)]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
-        log = open(self.d / f"sshd_{self.name}.log", "ab")
         # No HSTREAM_TEST_TAG: sshd is the fake host, not a process the test leaves behind.
         env = {k: v for k, v in os.environ.items() if k != "HSTREAM_TEST_TAG"}
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                     env=env)
-        log.close()
+        with open(self.d / f"sshd_{self.name}.log", "ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                         env=env)
         deadline = time.monotonic() + 10
         while not _listening(self.address, self.port, self.netns):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -144,7 +143,7 @@ class LoopbackHost:
         self.keys = Keys(d)
         self.sshd = Sshd(d, "lo", "127.0.0.1", free_port())
 
-    def __enter__(self) -> LoopbackHost:
+    def __enter__(self) -> LoopbackHost:  # noqa: PYI034
         try:
             self.sshd.start()
         except BaseException:
@@ -179,7 +178,7 @@ class Testbed:
     def address(self, i: int) -> str:
         return f"{self.net}.{10 + i}"
 
-    def __enter__(self) -> Testbed:
+    def __enter__(self) -> Testbed:  # noqa: PYI034
         try:
             self.up()
         except BaseException:
@@ -207,7 +206,7 @@ class Testbed:
             self.sshds[i].start()
 
     def pids(self, i: int) -> set[int]:
-        out = subprocess.run(["ip", "netns", "pids", self.ns(i)], capture_output=True,
+        out = subprocess.run(["ip", "netns", "pids", self.ns(i)], check=False, capture_output=True,
                              text=True).stdout
         return {int(p) for p in out.split()}
 
@@ -253,7 +252,7 @@ class Testbed:
     def udp_drop(self, i: int, percent: int) -> None:
         table = f"{self.prefix}_udp"
         subprocess.run(["nft", "add", "table", "netdev", table], check=True)
-        subprocess.run(["nft", "delete", "chain", "netdev", table, f"u{i}"],
+        subprocess.run(["nft", "delete", "chain", "netdev", table, f"u{i}"], check=False,
                        capture_output=True)
         if percent == 0:
             return
@@ -274,16 +273,16 @@ class Testbed:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            subprocess.run(["ip", "netns", "del", self.ns(i)], capture_output=True)
+            subprocess.run(["ip", "netns", "del", self.ns(i)], check=False, capture_output=True)
             # a netns and its veth can outlive `ip netns del` (orphaned TCP sockets)
-            subprocess.run(["ip", "link", "del", self.veth(i)], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-        subprocess.run(["nft", "delete", "table", "netdev", f"{self.prefix}_udp"],
+            subprocess.run(["ip", "link", "del", self.veth(i)], check=False, capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
+        subprocess.run(["nft", "delete", "table", "netdev", f"{self.prefix}_udp"], check=False,
                        capture_output=True)
 
 
 def _ip(*args: str) -> None:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    proc = subprocess.run(["ip", *args], check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
 
