@@ -9,8 +9,10 @@ false death as a minute at 1 s intervals.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,3 +180,49 @@ def test_udp_loss_causes_no_false_death(cluster: Cluster) -> None:
     log = (cluster.ini.parent / "work" / "manager" / "manager.log").read_text()
     assert bed.address(1) not in "".join(l for l in log.splitlines() if "dead" in l.lower())
     cluster.down()
+
+
+def test_hosts_without_shared_filesystem(tmp_path: Path, data: Path) -> None:
+    """`shared_fs = no`: hosts with a /tmp of their own never see the input or output there."""
+    why = have_netns()
+    require(why is None, why or "")
+    keys_dir = Path(tempfile.mkdtemp(prefix="hstream-test-", dir="/var/tmp"))  # outside /tmp
+    try:
+        with Bed(keys_dir, 2, private_tmp=True) as bed:
+            for i in (1, 2):
+                sshd = bed.sshds[i].proc
+                assert sshd is not None
+                seen = subprocess.run(["nsenter", "-t", str(sshd.pid), "-m", "test", "-e",
+                                       str(data / "input")], check=False)
+                assert seen.returncode != 0, f"host {i} sees {data}: not a private /tmp"
+                own = subprocess.run(["nsenter", "-t", str(sshd.pid), "-m", "test", "-e",
+                                      str(keys_dir / "known_hosts")], check=False)
+                assert own.returncode == 0, "nsenter cannot look into the host"
+            ini = write_ini(tmp_path / "cluster.ini", manager=bed.manager_address,
+                            hosts=[f"root@{bed.address(i)}" for i in (1, 2)], keys=bed.keys,
+                            python=sys.executable, workdir=tmp_path / "work",
+                            extra="").read_text().replace("shared_fs = yes", "shared_fs = no")
+            (tmp_path / "cluster.ini").write_text(ini)
+            env = {**os.environ, "HSTREAM_CONFIG": str(tmp_path / "cluster.ini")}
+
+            def hs(*args: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run([sys.executable, "-m", "hstream", *args], env=env,
+                                      cwd=tmp_path, capture_output=True, text=True, timeout=90,
+                                      check=False)
+            try:
+                up = hs("cluster", "up")
+                assert up.returncode == 0, up.stdout + up.stderr
+                job = hs("jar-free", "-mapper", str(EXAMPLE / "map.py"), "-reducer", REDUCER,
+                         "-input", str(data / "input"), "-output", str(tmp_path / "out"),
+                         "-numReduceTasks", "2")
+                assert job.returncode == 0, job.stderr
+                assert_same_output(tmp_path / "out", _expected(data))
+                log = (tmp_path / "work" / "manager" / "manager.log").read_text()
+                assert "relay read_split" in log and "relay put_output" in log
+            finally:
+                down = hs("cluster", "down")
+            assert down.returncode == 0, down.stdout + down.stderr
+            for i in (1, 2):
+                wait_for(lambda i=i: not bed.hstream_pids(i), 10, f"host {i} to be empty")
+    finally:
+        shutil.rmtree(keys_dir, ignore_errors=True)

@@ -85,12 +85,16 @@ class Sshd:
     address: str
     port: int
     netns: str | None = None
+    private_tmp: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         conf = sshd_config(self.d, self.name, self.address, self.port)
         argv = [SSHD, "-D", "-e", "-f", str(conf)]
+        if self.private_tmp:  # a host of its own /tmp: every session there sees an empty tmpfs
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount -t tmpfs hstream-test /tmp && exec "$@"', "sh", *argv]
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         # No HSTREAM_TEST_TAG: sshd is the fake host, not a process the test leaves behind.
@@ -158,7 +162,8 @@ class LoopbackHost:
 class Testbed:
     """N hosts in network namespaces on a private bridge; always `close()` it (a context manager)."""
 
-    def __init__(self, d: Path, n: int) -> None:
+    def __init__(self, d: Path, n: int, private_tmp: bool = False) -> None:
+        """`private_tmp`: each host mounts its own /tmp (so `d` must not be below /tmp)."""
         tag = f"{random.randrange(16 ** 4):04x}"
         self.prefix = f"t{tag}"
         self.net = f"10.{random.randrange(100, 250)}.{random.randrange(256)}"
@@ -168,6 +173,7 @@ class Testbed:
         self.keys = Keys(d)
         self.d = d
         self.sshds: dict[int, Sshd] = {}
+        self.private_tmp = private_tmp
 
     def ns(self, i: int) -> str:
         return f"{self.prefix}-h{i}"
@@ -202,7 +208,7 @@ class Testbed:
             _ip("-n", ns, "addr", "add", f"{self.address(i)}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
             self.keys.trust(self.address(i))
-            self.sshds[i] = Sshd(self.d, f"h{i}", self.address(i), 22, ns)
+            self.sshds[i] = Sshd(self.d, f"h{i}", self.address(i), 22, ns, self.private_tmp)
             self.sshds[i].start()
 
     def pids(self, i: int) -> set[int]:
