@@ -37,6 +37,7 @@ from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
 
 logger = logging.getLogger(__name__)
 
+REGISTER_TIMEOUT = 30.0
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -98,23 +99,11 @@ class Worker:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _connect(self) -> bool:
+        """Register, retrying for `reconnect` seconds; False if the manager stays away."""
         deadline = time.monotonic() + self.reconnect
         while not self.stopping.is_set():
             try:
-                chan = protocol.connect(*self.manager, self.secret)
-                chan.send({"op": "register", "worker_id": self.id, "host": self.host,
-                           "shuffle_port": self.shuffle_port, "slots": self.slots,
-                           "pid": os.getpid(), "version": protocol.VERSION})
-                reply = chan.recv()
-                if reply["op"] != "registered":
-                    raise ProtocolError(f"registration refused: {reply}")
-                self.heartbeat_interval = float(reply["heartbeat_interval"])
-                self.heartbeat_port = int(reply["heartbeat_port"])
-                self.session = str(reply.get("session", ""))
-                timeout = reply.get("manager_timeout")
-                self.manager_timeout = float(timeout) if timeout else None
-                chan.sock.settimeout(self.manager_timeout)
-                self.chan = chan
+                self.chan = self._register()
                 self.registered.set()
                 logger.info("worker %s registered with %s:%d", self.id, *self.manager)
                 return True
@@ -124,6 +113,27 @@ class Worker:
                     return False
                 time.sleep(0.2)
         return False
+
+    def _register(self) -> protocol.Channel:
+        chan = protocol.connect(*self.manager, self.secret)
+        try:
+            chan.sock.settimeout(REGISTER_TIMEOUT)  # a wedged manager must not hold us
+            chan.send({"op": "register", "worker_id": self.id, "host": self.host,
+                       "shuffle_port": self.shuffle_port, "slots": self.slots,
+                       "pid": os.getpid(), "version": protocol.VERSION})
+            reply = chan.recv()
+            if reply["op"] != "registered":
+                raise ProtocolError(f"registration refused: {reply}")
+            self.heartbeat_interval = float(reply["heartbeat_interval"])
+            self.heartbeat_port = int(reply["heartbeat_port"])
+            self.session = str(reply.get("session", ""))
+            timeout = reply.get("manager_timeout")
+            self.manager_timeout = float(timeout) if timeout else None
+            chan.sock.settimeout(self.manager_timeout)
+            return chan
+        except BaseException:
+            chan.close()
+            raise
 
     def _serve_manager(self) -> None:
         chan = self.chan

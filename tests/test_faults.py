@@ -14,6 +14,7 @@ import os
 import random
 import re
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -25,7 +26,7 @@ import psutil
 import pytest
 
 from conftest import APPS, assert_same_output, pairs, read_output, reference, run_hstream, wait_for
-from hstream import streaming
+from hstream import protocol, streaming
 from hstream.client import Client, Outcome
 from hstream.localcluster import LocalCluster
 
@@ -118,6 +119,35 @@ class Cluster:
                 pass
         self.local.procs[1 + int(worker_id.removeprefix("local"))].wait()
         return family
+
+
+class Impostor(threading.Thread):
+    """Sends heartbeats for a worker every 20 ms, none of which may count: signed with a
+    wrong secret, or signed right but with no session or an earlier registration's."""
+
+    def __init__(self, c: Cluster, worker_id: str) -> None:
+        super().__init__(daemon=True)
+        manager = psutil.Process(c.local.procs[0].pid)
+        self.port = next(s.laddr.port for s in manager.net_connections(kind="udp"))
+        self.secret, self.worker_id = c.local.secret, worker_id
+        self.stopped = threading.Event()
+        self.sent = 0
+
+    def run(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        seq = time.time_ns()
+        while not self.stopped.wait(0.02):
+            seq += 1
+            for secret, session in ((protocol.new_secret(), ""), (self.secret, ""),
+                                    (self.secret, "an-earlier-session")):
+                sock.sendto(protocol.pack_heartbeat(secret, self.worker_id, seq, {"e": session}),
+                            ("127.0.0.1", self.port))
+            self.sent += 1
+        sock.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
 
 
 @pytest.fixture
@@ -392,15 +422,22 @@ def test_suspended_worker_is_replaced_and_its_late_result_rejected(cluster: Clus
     wait_for(lambda: {task_of(a)[-8:] for a, _ in markers(marks) if "_r_" in a} ==
              {"r_000000", "r_000001"}, 30, "both reducers to start")
     os.kill(cluster.worker_pid(victim), signal.SIGSTOP)
+    impostor = Impostor(cluster, victim)
     try:
         stopped = time.monotonic()
+        impostor.start()  # forged and stale heartbeats on its behalf must not keep it alive
         release0.touch()  # its attempt (a process of its own) finishes while the worker sleeps
         wait_for(lambda: not cluster.workers()[victim]["alive"], 10, "the stopped worker declared dead")
         detected = time.monotonic() - stopped
         assert HEARTBEAT * MISSED * 0.9 <= detected <= HEARTBEAT * MISSED + 3, detected
+        assert impostor.sent > 10
+        log = cluster.log()
+        assert "heartbeat failed authentication" in log
+        assert f"worker {victim}: heartbeat from another registration dropped" in log
         committed = re.compile(r"attempt (attempt_\S+_r_000000_\d+) committed part-00000")
         wait_for(lambda: committed.search(cluster.log()), 30, "reduce 0 re-run and committed")
     finally:
+        impostor.stop()
         os.kill(cluster.worker_pid(victim), signal.SIGCONT)
     wait_for(lambda: cluster.workers()[victim]["alive"], 10, "the worker to re-register")
     release1.touch()
