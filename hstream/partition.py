@@ -66,14 +66,16 @@ def _runs_pattern(spec: KeySpec) -> re.Pattern[bytes]:
     """A regex whose every match is one run of adjacent lines with the same key (group 1).
 
     The back-reference does the line-by-line comparison inside the regex engine, so Python
-    sees one match per distinct key instead of one per line."""
+    sees one match per distinct key instead of one per line. Every quantifier is possessive
+    (`*+`, `?+`): a run never needs to give a line back, and a backtracking repeat would keep
+    state for every line of the run (hundreds of bytes each) and run several times slower."""
     sep = re.escape(spec.sep)
-    field = rb"[^" + sep + rb"\n]*" if len(spec.sep) == 1 else rb"(?:(?!" + sep + rb")[^\n])*"
+    field = rb"[^" + sep + rb"\n]*+" if len(spec.sep) == 1 else rb"(?:(?!" + sep + rb")[^\n])*+"
     nkey = field + (rb"(?:" + sep + field + rb"){%d}" % (spec.fields - 1) if spec.fields > 1 else b"")
-    rest = rb"(?:" + sep + rb"[^\n]*)?\n"
-    full = rb"(" + nkey + rb")(?=" + sep + rb"|\n)" + rest + rb"(?:\1" + rest + rb")*"
+    rest = rb"(?:" + sep + rb"[^\n]*+)?+\n"
+    full = rb"(" + nkey + rb")(?=" + sep + rb"|\n)" + rest + rb"(?:\1" + rest + rb")*+"
     # A line with fewer than `fields` fields is all key: only identical lines share it.
-    short = rb"([^\n]*)\n(?:\2\n)*"
+    short = rb"([^\n]*+)\n(?:\2\n)*+"
     return re.compile(full + rb"|" + short)
 
 

@@ -73,8 +73,9 @@ class Stopwatch:
     def lap(self, stage: str) -> None:
         wall, own = time.monotonic(), _cpu(resource.RUSAGE_SELF)
         children = _cpu(resource.RUSAGE_CHILDREN)
-        logger.info("stage %s: %.2f s wall, %.2f s cpu in the task runner, %.2f s cpu in children",
-                    stage, wall - self.wall, own - self.own, children - self.children)
+        logger.info("stage %s: %.2f s wall, %.2f s cpu in the task runner, %.2f s cpu in children, "
+                    "peak rss %d MB", stage, wall - self.wall, own - self.own,
+                    children - self.children, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)
         self.wall, self.own, self.children = wall, own, children
 
 

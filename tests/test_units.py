@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -266,3 +267,14 @@ def test_chunks_are_recut_at_newlines_and_a_last_line_is_finished() -> None:
     out = list(whole_lines(chunks))
     assert all(c.endswith(b"\n") for c in out)
     assert b"".join(out) == data + b"\n"
+
+
+def test_key_runs_memory_does_not_grow_with_run_length() -> None:
+    """A backtracking regex kept ~360 bytes per line of a run; 1M lines must stay flat."""
+    code = ("import resource, sys; from hstream.partition import KeySpec, key_runs; "
+            "buf = b'k\\t1\\n' * 1_000_000; r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "assert [r[2] for r in key_runs(buf, KeySpec())] == [b'k']; "
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) // 1024)")
+    grown_mb = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True).stdout)
+    assert grown_mb < 20
