@@ -200,7 +200,8 @@ class Worker:
         os.makedirs(root, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        proc = subprocess.Popen([sys.executable, "-m", "hstream.task", root],
+        # -S: the runner needs only the stdlib and hstream (on PYTHONPATH), not site's start-up.
+        proc = subprocess.Popen([sys.executable, "-S", "-m", "hstream.task", root],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root, env=env,
                                 start_new_session=True)
         with self.lock:
