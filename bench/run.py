@@ -39,7 +39,7 @@ import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import corpus  # noqa: E402
+import corpus
 
 RESULTS = os.path.join(HERE, "results")
 PEERS_VENV = os.path.join(HERE, ".venv-peers")
@@ -276,8 +276,8 @@ def run_hstream(data: str, out: str, reduces: int, workers: int | None, env: dic
                                         sum(x[2] for x in laps)]
     m.task_logs = {}
     if m.rundir and os.path.isdir(m.rundir):
-        if env.get("HSTREAM_KEEP_RUNDIR"):
-            print(f"  kept the local cluster's run dir: {m.rundir}")
+        if env.get("HSTREAM_KEEP_RUNDIR") or m.status != 0:
+            print(f"  kept the local cluster's run dir (logs): {m.rundir}")
         else:
             shutil.rmtree(m.rundir, ignore_errors=True)
     return m
@@ -301,8 +301,8 @@ if __name__ == "__main__":
 '''
 
 
-def peers_python() -> str | None:
-    """The peers' venv python, created on first use; None (and why) if it cannot be made."""
+def peers_python() -> str:
+    """The peers' venv python, created on first use; RuntimeError says why it cannot be."""
     python = os.path.join(PEERS_VENV, "bin", "python")
     if not os.path.exists(os.path.join(PEERS_VENV, ".ready")):
         print(f"installing madoop and mrjob into {PEERS_VENV} ...", file=sys.stderr)
@@ -322,7 +322,6 @@ def run_peers(data: str, inputs: list[str], outdir: str, env: dict[str, str],
         python = peers_python()
     except RuntimeError as e:
         return [(Measure("madoop", note=str(e)), ""), (Measure("mrjob local runner", note=str(e)), "")]
-    assert python is not None
     bindir = os.path.dirname(python)
     results = []
     out = os.path.join(outdir, "madoop")

@@ -19,6 +19,7 @@ Usage: python3 bench/stages.py [--size MB] [--seed N] [--reduces R] [--buffer MB
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import shutil
@@ -30,9 +31,9 @@ from collections.abc import Callable, Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-import corpus  # noqa: E402
+import corpus
 
-from hstream import partition, sorting  # noqa: E402
+from hstream import partition, sorting
 
 CHUNK = 1 << 20
 
@@ -121,13 +122,12 @@ def map_task(split: str, work: str, reduces: int, buffer: int, verbose: bool) ->
     else:
         os.replace(runs[0].path, merged)
     parts = [os.path.join(work, f"part{r}") for r in range(reduces)]
-    sinks = [open(p, "wb") for p in parts]
 
     def route() -> str:
-        keys = sum(partition.route_sorted(buf, order.key, sinks)
-                   for buf in line_chunks(chunks(merged)))
-        for s in sinks:
-            s.close()
+        with contextlib.ExitStack() as stack:
+            sinks = [stack.enter_context(open(p, "wb")) for p in parts]
+            keys = sum(partition.route_sorted(buf, order.key, sinks)
+                       for buf in line_chunks(chunks(merged)))
         return f"{keys} key runs"
 
     say("map: partition.route_sorted", route)
