@@ -89,13 +89,12 @@ class Cluster:
         return path.read_text() if path.exists() else ""
 
     def submit(self, out: Path, *args: str, env: dict[str, str] | None = None,
-               conf: dict[str, str] | None = None, inputs: Path | None = None) -> Run:
+               inputs: Path | None = None) -> Run:
         argv = ["-input", str(inputs or self.tmp / "in"), "-output", str(out), "-mapper", MAPPER,
                 "-reducer", REDUCER, *args]
         for k, v in (env or {}).items():
             argv += ["-cmdenv", f"{k}={v}"]
         spec = streaming.parse(argv).spec
-        spec.conf.update(conf or {})
         run = Run(threading.Thread(daemon=True))
 
         def go() -> None:
@@ -344,10 +343,9 @@ def test_straggler_gets_a_backup_attempt_that_wins(cluster: Cluster) -> None:
     marks = cluster.tmp / "markers"
     marks.mkdir()
     out = cluster.tmp / "out"
-    outcome = cluster.submit(out, "-D", "mapreduce.job.maps=4",
+    outcome = cluster.submit(out, "-D", "mapreduce.job.maps=4", "-D", "hstream.speculative.lag=1",
                              env={"MARKERS": str(marks),
-                                  "HOLD": f"map:0:0:{cluster.tmp}/never"},
-                             conf={"hstream.speculative.lag": "1"}).wait(60)
+                                  "HOLD": f"map:0:0:{cluster.tmp}/never"}).wait(60)
     assert outcome.state == "succeeded", outcome.message
     assert outcome.counters["Job Counters"]["Speculative map tasks won"] == 1
     assert outcome.counters["Job Counters"]["Killed map tasks"] == 1
@@ -384,6 +382,7 @@ def test_lost_map_output_reruns_exactly_the_maps_of_the_dead_worker(cluster: Clu
     marks.mkdir()
     out = cluster.tmp / "out"
     run = cluster.submit(out, "-D", "mapreduce.job.maps=8", "-numReduceTasks", "2",
+                         "-D", "mapreduce.map.speculative=false",  # the held map is no straggler
                          env={"MARKERS": str(marks), "HOLD": f"map:0:0:{gate}"})
     wait_for(lambda: len(markers(marks)) == 8 and
              list(cluster.running("_m_")) == [a for a, _ in markers(marks) if "_m_000000_0" in a],
@@ -414,6 +413,7 @@ def test_suspended_worker_is_replaced_and_its_late_result_rejected(cluster: Clus
     marks.mkdir()
     out = cluster.tmp / "out"
     run = cluster.submit(out, "-D", "mapreduce.job.maps=4", "-numReduceTasks", "2",
+                         "-D", "mapreduce.reduce.speculative=false",
                          env={"MARKERS": str(marks),
                               "HOLD": f"reduce:0:0:{release0},reduce:1:*:{release1}"})
     first = wait_for(lambda: cluster.running("_r_000000_0"), 30, "reduce 0's first attempt")
