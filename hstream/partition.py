@@ -62,23 +62,36 @@ def partition_of(key: bytes, reduces: int) -> int:
     return zlib.crc32(key) % reduces
 
 
-def _runs_pattern(spec: KeySpec) -> re.Pattern[bytes]:
+def _runs_pattern(spec: KeySpec, possessive: bool) -> re.Pattern[bytes]:
     """A regex whose every match is one run of adjacent lines with the same key (group 1).
 
     The back-reference does the line-by-line comparison inside the regex engine, so Python
-    sees one match per distinct key instead of one per line. Every quantifier is possessive
-    (`*+`, `?+`): a run never needs to give a line back, and a backtracking repeat would keep
-    state for every line of the run (hundreds of bytes each) and run several times slower."""
+    sees one match per distinct key instead of one per line. Quantifiers are possessive
+    (`*+`, `?+`) where the Python has them right: a run never needs to give a line back,
+    and a backtracking repeat keeps state for every line of the run (hundreds of bytes each)
+    and runs several times slower."""
+    star, opt = (b"*+", b"?+") if possessive else (b"*", b"?")
     sep = re.escape(spec.sep)
-    field = rb"[^" + sep + rb"\n]*+" if len(spec.sep) == 1 else rb"(?:(?!" + sep + rb")[^\n])*+"
+    field = (rb"[^" + sep + rb"\n]" if len(spec.sep) == 1 else rb"(?:(?!" + sep + rb")[^\n])") + star
     nkey = field + (rb"(?:" + sep + field + rb"){%d}" % (spec.fields - 1) if spec.fields > 1 else b"")
-    rest = rb"(?:" + sep + rb"[^\n]*+)?+\n"
-    full = rb"(" + nkey + rb")(?=" + sep + rb"|\n)" + rest + rb"(?:\1" + rest + rb")*+"
+    rest = rb"(?:" + sep + rb"[^\n]" + star + rb")" + opt + rb"\n"
+    full = rb"(" + nkey + rb")(?=" + sep + rb"|\n)" + rest + rb"(?:\1" + rest + rb")" + star
     # A line with fewer than `fields` fields is all key: only identical lines share it.
-    short = rb"([^\n]*+)\n(?:\2\n)*+"
+    short = rb"([^\n]" + star + rb")\n(?:\2\n)" + star
     return re.compile(full + rb"|" + short)
 
 
+def _possessive_works() -> bool:
+    """Python 3.11.2's possessive repeat keeps a failed iteration's partial match (fixed
+    later in 3.11): a run would end inside the next line. Worker hosts may run any 3.11."""
+    probe = _runs_pattern(KeySpec(), possessive=True)
+    return [m.group() for m in probe.finditer(b"ab\t1\nab\t1\nabc\t1\n")] == [
+        b"ab\t1\nab\t1\n", b"abc\t1\n"]
+
+
+POSSESSIVE = _possessive_works()
+#: Without possessive repeats a run costs regex memory per line: scan in slices this big.
+_SLICE = 1 << 30 if POSSESSIVE else 128 << 10
 _PATTERNS: dict[KeySpec, re.Pattern[bytes]] = {}
 
 
@@ -86,17 +99,21 @@ def key_runs(buf: bytes, spec: KeySpec) -> Iterator[tuple[int, int, bytes]]:
     """(start, end, key) of each run of lines sharing a key; `buf` is whole lines."""
     pattern = _PATTERNS.get(spec)
     if pattern is None:
-        pattern = _PATTERNS[spec] = _runs_pattern(spec)
-    pos = 0
-    for m in pattern.finditer(buf):
-        start, end = m.span()
-        if start != pos:  # never lose a byte, whatever the regex thought of it
+        pattern = _PATTERNS[spec] = _runs_pattern(spec, POSSESSIVE)
+    pos, n = 0, len(buf)
+    while pos < n:
+        stop = n if n - pos <= _SLICE else (buf.rfind(b"\n", pos, pos + _SLICE) + 1
+                                            or buf.find(b"\n", pos + _SLICE) + 1)
+        for m in pattern.finditer(buf, pos, stop):
+            start, end = m.span()
+            # Never lose or split a line, whatever the regex engine thought of it.
+            if start != pos or buf[end - 1] != 0x0A:
+                raise ValueError(f"unparsed map output at offset {pos}")
+            pos = end
+            key = m.group(1)
+            yield start, end, m.group(2) if key is None else key
+        if pos != stop:
             raise ValueError(f"unparsed map output at offset {pos}")
-        pos = end
-        key = m.group(1)
-        yield start, end, m.group(2) if key is None else key
-    if pos != len(buf):
-        raise ValueError(f"unparsed map output at offset {pos}")
 
 
 def route_sorted(buf: bytes, spec: KeySpec, sinks: list[Sink]) -> int:
