@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -13,6 +14,7 @@ import click
 from hstream import __version__, errors, streaming
 from hstream.client import Client, Outcome, format_counters
 from hstream.errors import HstreamError
+from hstream.job import staging_dir
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +95,15 @@ def jar_free(ctx: click.Context, args: tuple[str, ...]) -> None:
         raise errors.ConfigError("-background needs a running cluster (hstream cluster up)")
     from hstream.localcluster import LocalCluster
     workers = opts.workers or os.cpu_count() or 1
-    with LocalCluster(workers=workers, verbose=ctx.obj["verbose"] > 0) as cluster:
-        outcome = Client("127.0.0.1", cluster.port, cluster.secret).run(spec)
+    client: Client | None = None
+    try:
+        with LocalCluster(workers=workers, verbose=ctx.obj["verbose"] > 0) as cluster:
+            client = Client("127.0.0.1", cluster.port, cluster.secret)
+            outcome = client.run(spec)
+    finally:
+        if client is not None and client.job_id is not None:
+            # A manager that died mid-job left its staging area: nothing of the job remains.
+            shutil.rmtree(staging_dir(spec.output, client.job_id), ignore_errors=True)
     _report(outcome, spec.output)
 
 

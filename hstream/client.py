@@ -29,6 +29,8 @@ class Client:
         self.host = host
         self.port = port
         self.secret = secret
+        #: The last job this client submitted.
+        self.job_id: str | None = None
 
     def request(self, msg: dict[str, Any]) -> dict[str, Any]:
         chan = protocol.connect(self.host, self.port, self.secret)
@@ -47,7 +49,8 @@ class Client:
         if reply["op"] == "error":
             chan.close()
             raise HstreamError(str(reply["message"]), reply.get("exit_code"))
-        return chan, str(reply["job_id"])
+        self.job_id = str(reply["job_id"])
+        return chan, self.job_id
 
     def run(self, spec: JobSpec, out: TextIO = sys.stderr) -> Outcome:
         """Submit and wait, printing Hadoop-style progress; Ctrl-C kills the job."""

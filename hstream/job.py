@@ -7,6 +7,7 @@ task runner; `to_dict`/`from_dict` are their JSON form. Stdlib only.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -129,6 +130,12 @@ class TaskResult:
     fetch_failed_map: int | None = None
     exit_status: int | None = None
     stderr_tail: list[str] = field(default_factory=list)
+
+
+def staging_dir(output: str, job_id: str) -> str:
+    """Where a job's output is assembled: hidden, next to -output, renamed onto it at commit."""
+    parent, name = os.path.split(os.path.abspath(output))
+    return os.path.join(parent, f".{name}.hstream-{job_number(job_id)}")
 
 
 def job_number(job_id: str) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 from hstream import protocol, relay
 from hstream.errors import HstreamError, ProtocolError
-from hstream.job import JobSpec, TaskResult, from_dict, job_number, to_dict
+from hstream.job import JobSpec, TaskResult, from_dict, staging_dir, to_dict
 from hstream.scheduler import (
     Action, Assign, DropWorker, Heartbeat, Job, JobFinished, JobState, Kill, Progress, Scheduler,
 )
@@ -288,7 +288,7 @@ class Manager:
     def _on_submit(self, event: Event, now: float) -> list[Action]:
         spec = from_dict(JobSpec, event.data["msg"]["job"])
         job_id = self._new_job_id()
-        staging = _staging_dir(spec.output, job_id)
+        staging = staging_dir(spec.output, job_id)
         _check_output(spec.output)
         files = list_inputs(spec.inputs)
         slots = sum(w.slots for w in self.scheduler.workers.values() if w.alive) or 1
@@ -460,11 +460,6 @@ def _job_status(job: Job) -> dict[str, Any]:
 def _timeval(seconds: float) -> bytes:
     import struct
     return struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
-
-
-def _staging_dir(output: str, job_id: str) -> str:
-    parent, name = os.path.split(os.path.abspath(output))
-    return os.path.join(parent, f".{name}.hstream-{job_number(job_id)}")
 
 
 def _check_output(output: str) -> None:

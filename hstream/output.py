@@ -35,8 +35,11 @@ class OutputWriter:
     """Receives whole-line chunks from a command's stdout and writes the part file."""
 
     def __init__(self, path: str, key: KeySpec, out_sep: bytes, codec: str, lazy: bool,
-                 raw: bool = False) -> None:
+                 raw: bool = False, make_dirs: bool = True) -> None:
         self.path = path + codec
+        #: False in the job's shared staging area: the manager made the attempt's directory,
+        #: and an attempt that outlived its job must not bring a published job's staging back.
+        self.make_dirs = make_dirs
         self.key = key
         self.out_sep = out_sep
         self.codec = codec
@@ -53,7 +56,8 @@ class OutputWriter:
 
     def _open(self) -> BinaryIO | _ZlibFile:
         if self._file is None:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            if self.make_dirs:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
             if self.codec == ".gz":
                 self._file = gzip.open(self.path, "wb", compresslevel=6)
             elif self.codec == ".bz2":

@@ -231,7 +231,8 @@ class Attempt:
             codec = CODECS.get(self.conf.get("mapreduce.output.fileoutputformat.compress.codec",
                                              "gzip"), ".gz")
         out_sep = _sep(self.conf, "mapreduce.output.textoutputformat.separator")
-        return OutputWriter(path, key, out_sep, codec, s.lazy_output, raw)
+        return OutputWriter(path, key, out_sep, codec, s.lazy_output, raw,
+                            make_dirs=not s.shared_fs)
 
 
 def _sep(conf: dict[str, str], name: str, default: str = "\t") -> bytes:

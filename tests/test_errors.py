@@ -124,3 +124,31 @@ def test_ctrl_c_stops_the_job_and_leaves_nothing(tmp_path: Path) -> None:
     assert status == 130
     assert not out.exists()
     wait_for(lambda: not list(tmp_path.glob(".out.hstream-*")), 10, "staging to be removed")
+
+
+def test_manager_killed_mid_job_leaves_no_output_and_no_staging(tmp_path: Path) -> None:
+    import psutil
+
+    data = tmp_path / "in.txt"
+    data.write_text("".join(f"line {i}\n" for i in range(100)))
+    mapper = tmp_path / "slow.sh"
+    mapper.write_text("#!/bin/sh\nwhile read line; do echo \"$line\"; sleep 1; done\n")
+    mapper.chmod(0o755)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "HSTREAM_CONFIG"}
+    proc = subprocess.Popen([sys.executable, "-m", "hstream", "jar-free", "-input", str(data),
+                             "-output", str(out), "-mapper", str(mapper), "-reducer", "cat"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: list(tmp_path.glob(".out.hstream-*")), 30, "the job's staging directory")
+        managers = [p for p in psutil.Process(proc.pid).children()
+                    if "manager" in p.cmdline()]
+        assert len(managers) == 1
+        managers[0].kill()
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.hstream-*"))
