@@ -7,7 +7,7 @@ path: numpy when it is installed (every token drawn on its own), otherwise a
 pure-Python generator that draws a pool of lines token by token and then
 samples whole lines from it (fast without numpy; word frequencies are still
 Zipf). The two paths make different corpora, so the cache directory names the
-path: bench/data/zipf-<MB>mb-s<seed>-<np|py>/part-NNNNN.
+path: bench/data/zipf-<MB>mb-s<seed>-f<files>-<np|py>/part-NNNNN.
 
 Usage: python3 bench/corpus.py [--size MB] [--seed N] [--files N]  (prints the directory)
 """
@@ -31,7 +31,7 @@ WORDS_PER_LINE = 10
 EXPONENT = 1.0
 CHUNK_TOKENS = 1 << 21
 POOL_LINES = 1 << 18
-DONE = "_COMPLETE"
+DONE = ".complete"
 
 
 def vocabulary(rng: random.Random, size: int = VOCABULARY) -> list[bytes]:
@@ -99,14 +99,18 @@ def generate(size_mb: int, seed: int, files: int = 4, method: str | None = None)
     """The corpus directory, generated unless a complete one is cached."""
     method = method or ("np" if have_numpy() else "py")
     path = corpus_dir(size_mb, seed, files, method)
-    if os.path.exists(os.path.join(path, DONE)):
+    # The marker sits beside the directory, not in it: madoop reads every file of its input.
+    done = path + DONE
+    if os.path.exists(os.path.join(path, "_COMPLETE")):  # caches made before the marker moved
+        os.replace(os.path.join(path, "_COMPLETE"), done)
+    if os.path.exists(done):
         return path
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
     words = vocabulary(random.Random(seed))
     source = chunks_numpy(seed, words) if method == "np" else chunks_python(seed, words)
     _write_files(path, source, size_mb << 20, files)
-    with open(os.path.join(path, DONE), "w") as f:
+    with open(done, "w") as f:
         f.write(f"size_mb={size_mb} seed={seed} files={files} method={method}\n")
     return path
 

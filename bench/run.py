@@ -8,8 +8,8 @@ run the same Python mapper and reducer (bench/wc_map.py, bench/wc_reduce.py):
                    -reducer wc_reduce.py -numReduceTasks R
 
 For each run: wall seconds; CPU seconds (user+sys of every descendant, from
-wait4); the peak RSS of the largest single descendant; and, sampled with psutil
-every 0.1 s, each process's role (hstream's own client/manager/worker/task
+wait4); and, sampled with psutil every 0.1 s, the peak RSS of the largest
+descendant and each process's role (hstream's own client/manager/worker/task
 runner, the user's mapper/reducer, sort), so the report can say how CPU splits
 between hstream and the user's code and how large hstream's own processes grow.
 Both outputs must be equal per key. PYTHONUNBUFFERED is removed from the
@@ -55,7 +55,7 @@ class Measure:
     name: str
     wall: float = 0.0
     cpu: float = 0.0
-    max_rss: int = 0  # bytes, largest single descendant (wait4)
+    max_rss: int = 0  # bytes, largest single descendant (sampled)
     status: int = 0
     role_cpu: dict[str, float] = field(default_factory=dict)
     role_rss: dict[str, int] = field(default_factory=dict)  # peak RSS of one process per role
@@ -209,8 +209,10 @@ def measure(name: str, argv: list[str], env: dict[str, str], cwd: str,
         sampler.join()
     m.status = proc.returncode
     m.cpu = usage.ru_utime + usage.ru_stime
-    m.max_rss = usage.ru_maxrss * 1024
     m.role_cpu, m.role_rss = sampler.by_role()
+    # Sampled, not wait4's ru_maxrss: a child forked from this process starts its
+    # high-water mark at this process's own RSS (hundreds of MB after generating a corpus).
+    m.max_rss = max(m.role_rss.values(), default=0)
     m.own_rss_sum = sampler.own_rss_sum
     m.rundir = sampler.rundir
     m.task_logs = sampler.task_logs
@@ -392,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     data = corpus.generate(args.size, args.seed, args.files)
-    inputs = sorted(os.path.join(data, n) for n in os.listdir(data) if not n.startswith("_"))
+    inputs = sorted(os.path.join(data, n) for n in os.listdir(data) if not n.startswith(("_", ".")))
     gen = time.monotonic() - t0
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rundir = os.path.join(RESULTS, stamp)
@@ -446,8 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep:
         for name in os.listdir(rundir):
             path = os.path.join(rundir, name)
-            if name.startswith(("hstream-r", "madoop", "mrjob", "pipeline.out")):
-                shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif name == "pipeline.out":
+                os.unlink(path)
     print(f"\nlogs and results.json: {rundir}")
     failed = [m for m in rows if m.wall and (m.status != 0 or m.ok is False)]
     return 1 if any(m.name.startswith(("pipeline", "hstream")) for m in failed) else 0

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="sort buffer MB (default hstream's)")
     args = p.parse_args(argv)
     data = corpus.generate(args.size, args.seed, args.files)
-    splits = sorted(os.path.join(data, n) for n in os.listdir(data) if not n.startswith("_"))
+    splits = sorted(os.path.join(data, n) for n in os.listdir(data) if not n.startswith(("_", ".")))
     work = tempfile.mkdtemp(prefix="hstream-stages-", dir=os.path.join(HERE, "data"))
     buffer = args.buffer << 20
     try:
