@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load = os.getloadavg()[0]
     print(f"load average before the runs: {load:.2f}"
-          + (" (busy machine: figures are noisy)" if load > 0.5 else ""))
+          + (" (busy machine: figures are noisy)" if load > 0.5 * (os.cpu_count() or 1) else ""))
     ref_out = os.path.join(rundir, "pipeline.out")
     base = run_pipeline(inputs, ref_out, env, rundir)
     print(f"  ran {base.name}: {base.wall:.1f} s", flush=True)
