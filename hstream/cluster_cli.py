@@ -131,6 +131,9 @@ def job_status(job_id: str, config_path: str | None) -> None:
     for key in ("id", "name", "state", "output", "message"):
         click.echo(f"{key}: {j.get(key, '')}")
     click.echo(f"progress: map {int(j['map'] * 100)}% reduce {int(j['reduce'] * 100)}%")
+    for a in j.get("running", []):  # with each command's last reporter:status: message
+        status = f"  {a['status']}" if a.get("status") else ""
+        click.echo(f"  {a['attempt']} on {a['worker']}: {int(a['progress'] * 100)}%{status}")
 
 
 @job.command("kill")

@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# Test this checkout, whatever hstream is installed: here and in every process a test starts.
+sys.path.insert(0, str(ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
 
 def require(condition: bool, reason: str) -> None:
     """Skip on a user's machine when a prerequisite is missing; under CI that is a failure."""
