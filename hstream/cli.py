@@ -45,7 +45,7 @@ Hadoop Streaming's command line; `-x` and `--x` spellings both work.
   --config <cluster.ini> the cluster to run on (default: $HSTREAM_CONFIG, ./cluster.ini)
 
 With no cluster up, the job runs on an embedded local cluster on 127.0.0.1.
-Supported properties and every difference from Hadoop: docs/compat.md.
+Supported properties and every difference from Hadoop: README, "Hadoop compatibility".
 Exit status: 0 success, 1 job failed, 2 input not found, 3 invalid
 configuration, 4 output exists, 5 other errors.
 """
