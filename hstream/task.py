@@ -4,9 +4,12 @@ The worker starts `python -m hstream.task ATTEMPT_DIR` in a new session and
 writes the cluster secret and the TaskSpec (JSON) on its stdin. Killing the
 session kills the attempt: this process, the user's command, the sorts.
 
-Map:    split -> [feeder] -> mapper -> Spiller (sort runs) -> sort -m -> route to
-        partition files (through `combiner | sort` when there is one)
-Reduce: fetch partitions -> sort -m -> [groups counted] -> reducer -> part file
+Map (`maptask.py`):    split -> [feeder] -> mapper -> Spiller (sort runs) -> sort -m ->
+                       route to partition files (through `combiner | sort` if any)
+Reduce (`reducetask.py`): fetch partitions -> sort -m -> reducer -> part file
+
+This module holds what both share: the attempt's directories, environment and
+commands, progress reports, stage timings, liveness.
 
 Python moves buffers between processes; lines are only touched by C code
 (`sort`, bytes methods) or, per distinct key, by `partition.route_sorted`.
@@ -26,18 +29,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from hstream import command as commands
-from hstream import relay, shuffle
+from hstream import relay
 from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
 from hstream.lines import whole_lines
 from hstream.output import CODECS, OutputWriter
-from hstream.partition import KeySpec, count_groups, route_lines, route_sorted
+from hstream.partition import KeySpec
 from hstream.reporter import StderrReader
-from hstream.sorting import DEFAULT_BUFFER, Run, SortOrder, Spiller, merge_command, sort_command, sort_env
-from hstream.splits import read_split
+from hstream.sorting import DEFAULT_BUFFER, SortOrder
 from hstream import keyfields
 
 logger = logging.getLogger(__name__)
@@ -259,89 +260,7 @@ def sort_order(conf: dict[str, str]) -> SortOrder:
     return SortOrder(key, comparator, field_sep)
 
 
-# -- map ----------------------------------------------------------------------------
-
-
-def _feed(proc: subprocess.Popen[bytes], chunks: Iterator[bytes], attempt: Attempt,
-          total: int, errors: list[BaseException]) -> None:
-    """Stream the split into the mapper; a mapper that stops reading early is its own business."""
-    stdin = proc.stdin
-    assert stdin is not None
-    records = done = 0
-    try:
-        for data in chunks:
-            records += data.count(b"\n")
-            done += len(data)
-            stdin.write(data)
-            attempt.fraction = min(done / total, 1.0) if total else 0.0
-            attempt.progress(attempt.fraction)
-    except BrokenPipeError:
-        pass
-    except BaseException as e:  # noqa: BLE001 - reported by the main thread
-        errors.append(e)
-    finally:
-        try:
-            stdin.close()
-        except BrokenPipeError:
-            pass
-        attempt.count("Map input records", records)
-        attempt.count("Bytes Read", done, "File Input Format Counters")
-
-
-def _map_input(attempt: Attempt) -> Iterator[bytes]:
-    spec = attempt.spec
-    assert spec.split is not None
-    if spec.shared_fs:
-        chunks = read_split(spec.split)
-    else:
-        chunks = relay.read_remote_split(spec.manager, attempt.secret, spec.job_id, spec.split)
-    if keyfields.needs_record_transform(attempt.conf):
-        return keyfields.transform_input(chunks, attempt.conf, spec.split)
-    return chunks
-
-
-def run_map(attempt: Attempt) -> TaskResult:
-    spec = attempt.spec
-    assert spec.split is not None
-    errors: list[BaseException] = []
-    proc = attempt.start(spec.command, "map", subprocess.PIPE, subprocess.PIPE)
-    feeder = threading.Thread(target=_feed, daemon=True, name="feeder",
-                              args=(proc, _map_input(attempt), attempt, spec.split.length, errors))
-    feeder.start()
-    live = Liveness(attempt, proc.pid, lambda: attempt.fraction)
-    live.start()
-    assert proc.stdout is not None
-    output_file = None
-    if spec.num_reduces == 0:
-        writer = attempt.output_writer(map_key(attempt.conf))
-        _pump(proc.stdout, writer.write)
-        attempt.check_exit(proc, "mapper")
-        output_file = attempt.publish(writer.close())
-        attempt.count("Map output records", writer.records)
-        attempt.count("Bytes Written", writer.bytes, "File Output Format Counters")
-    else:
-        watch = Stopwatch()
-        order = sort_order(attempt.conf)
-        spiller = Spiller(order, attempt.buffer, attempt.tmp)
-        out_bytes = _pump(proc.stdout, spiller.write)
-        runs = spiller.close()
-        attempt.check_exit(proc, "mapper")
-        watch.lap(f"map and sort ({len(runs)} spills)")
-        records = sum(r.records for r in runs)
-        attempt.count("Map output records", records)
-        attempt.count("Map output bytes", out_bytes)
-        attempt.count("Spilled Records", records)
-        _partition(attempt, order, runs)
-        watch.lap(f"merge and partition ({spec.num_reduces} partitions)")
-    live.stop()
-    feeder.join()
-    if errors:
-        raise TaskError(f"reading input failed: {errors[0]}")
-    attempt.user_counters()
-    return TaskResult(ok=True, counters=attempt.counters, output_file=output_file)
-
-
-def _pump(stream: BinaryIO, write: Any) -> int:
+def pump(stream: BinaryIO, write: Any) -> int:
     """Copy a command's output to `write` in whole megabytes: few, large Python steps."""
     total = 0
     while True:
@@ -352,196 +271,10 @@ def _pump(stream: BinaryIO, write: Any) -> int:
         write(data)
 
 
-def _partition(attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
-    """Merge the spills and write one sorted file per reducer into the map output dir."""
-    spec = attempt.spec
-    outdir = shuffle.map_output_dir(attempt.job_dir, spec.attempt_id)
-    os.makedirs(outdir, exist_ok=True)
-    keyed = any(r.keyed for r in runs)
-    if len(runs) > 1:
-        attempt.count("Spilled Records", sum(r.records for r in runs))
-    if spec.num_reduces == 1 and not spec.combiner:
-        _single_partition(attempt, order, runs, os.path.join(outdir, shuffle.partition_name(0)))
-    else:
-        _route(attempt, order, runs, outdir)
-    for r in runs:
-        if os.path.exists(r.path):
-            os.unlink(r.path)
-    shuffle.write_meta(outdir, keyed or spec.combiner is not None)
-
-
-def _single_partition(attempt: Attempt, order: SortOrder, runs: list[Run], path: str) -> None:
-    """One reducer: no routing at all; the run is the partition, or `sort -m` writes it."""
-    if not runs:
-        open(path, "wb").close()
-    elif len(runs) == 1:
-        os.replace(runs[0].path, path)
-    else:
-        argv = merge_command(order, runs, attempt.buffer, attempt.tmp) + [f"--output={path}.tmp"]
-        if subprocess.run(argv, env=sort_env()).returncode != 0:
-            raise TaskError("merging map output failed")
-        os.replace(path + ".tmp", path)
-
-
-def _route(attempt: Attempt, order: SortOrder, runs: list[Run], outdir: str) -> None:
-    spec = attempt.spec
-    sinks = [_PartitionSink(attempt, order, os.path.join(outdir, shuffle.partition_name(r)))
-             for r in range(spec.num_reduces)]
-    router = _router(attempt, order, sinks)
-    if len(runs) == 1:
-        with open(runs[0].path, "rb") as f:
-            _pump_lines(f, router)
-    elif runs:
-        argv = merge_command(order, runs, attempt.buffer, attempt.tmp)
-        merge = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
-        assert merge.stdout is not None
-        _pump_lines(merge.stdout, router)
-        if merge.wait() != 0:
-            raise TaskError(f"merging map output failed (sort status {merge.returncode})")
-    for sink in sinks:
-        sink.close()
-    if spec.combiner:
-        attempt.count("Combine input records", sum(s.records for s in sinks))
-        attempt.count("Combine output records", sum(s.combined for s in sinks))
-
-
-def _router(attempt: Attempt, order: SortOrder, sinks: list[Any]) -> Any:
-    partitioner = attempt.conf.get("hstream.partitioner", "")
-    if partitioner:
-        part_key = keyfields.partition_key(attempt.conf)
-        return lambda buf: route_lines(buf, part_key, sinks)
-    if order.comparator:
-        return lambda buf: route_lines(buf, order.key.key, sinks)
-    return lambda buf: route_sorted(buf, order.key, sinks)
-
-
-def _pump_lines(stream: BinaryIO, consume: Any) -> None:
+def pump_lines(stream: BinaryIO, consume: Any) -> None:
     """Hand `consume` buffers of whole lines."""
     for lines in whole_lines(iter(lambda: stream.read(CHUNK), b"")):
         consume(lines)
-
-
-class _PartitionSink:
-    """One reducer's share of this map's output: a file, or `combiner | sort` into one."""
-
-    def __init__(self, attempt: Attempt, order: SortOrder, path: str) -> None:
-        self.path = path
-        self.records = 0
-        self.combined = 0
-        self.file = open(path + ".tmp", "wb")
-        self.combiner: subprocess.Popen[bytes] | None = None
-        self.sort: subprocess.Popen[bytes] | None = None
-        self.attempt = attempt
-        if attempt.spec.combiner:
-            argv = sort_command(order, True, 16 << 20, attempt.tmp)
-            self.sort = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.file, env=sort_env())
-            try:
-                cargv = commands.resolve(attempt.spec.combiner, attempt.work, kind="combine")
-            except OSError as e:
-                raise TaskError(f"combiner: {e}") from None
-            self.combiner = subprocess.Popen(cargv, stdin=subprocess.PIPE, stdout=self.sort.stdin,
-                                             cwd=attempt.work, env=attempt.environment())
-            assert self.sort.stdin is not None
-            self.sort.stdin.close()
-
-    def write(self, data: bytes) -> None:
-        self.records += data.count(b"\n")
-        if self.combiner is not None:
-            assert self.combiner.stdin is not None
-            self.combiner.stdin.write(data)
-        else:
-            self.file.write(data)
-
-    def close(self) -> None:
-        if self.combiner is not None and self.sort is not None:
-            assert self.combiner.stdin is not None
-            self.combiner.stdin.close()
-            if self.combiner.wait() != 0:
-                raise TaskError(f"combiner subprocess failed with code {self.combiner.returncode}")
-            if self.sort.wait() != 0:
-                raise TaskError("sorting combiner output failed")
-        self.file.close()
-        if self.combiner is not None:
-            with open(self.path + ".tmp", "rb") as f:
-                self.combined = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(CHUNK), b""))
-        os.replace(self.path + ".tmp", self.path)
-
-
-# -- reduce -------------------------------------------------------------------------
-
-
-def run_reduce(attempt: Attempt) -> TaskResult:
-    spec = attempt.spec
-    inputs = os.path.join(attempt.root, "inputs")
-    os.makedirs(inputs, exist_ok=True)
-    watch = Stopwatch()
-    fetched = shuffle.fetch_all(spec, inputs, attempt.secret)
-    watch.lap(f"fetch ({len(spec.sources)} maps)")
-    if fetched.failed_map is not None:
-        return TaskResult(ok=False, fetch_failed_map=fetched.failed_map,
-                          error=f"could not fetch map {fetched.failed_map} output: {fetched.error}")
-    attempt.count("Reduce shuffle bytes", fetched.bytes)
-    attempt.count("Shuffled Maps", len(fetched.paths))
-    order = sort_order(attempt.conf)
-    runs = [Run(p, fetched.keyed) for p in fetched.paths]
-    argv = merge_command(order, runs, attempt.buffer, attempt.tmp) if runs else ["cat", "/dev/null"]
-    merge = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
-    assert merge.stdout is not None
-    rejoin = keyfields.reduce_input_rejoiner(attempt.conf, order.key, spec.command)
-    errors: list[BaseException] = []
-    if rejoin is None:
-        # The common case: the merge feeds the reducer through a plain pipe, no Python between.
-        proc = attempt.start(spec.command, "reduce", merge.stdout, subprocess.PIPE)
-        merge.stdout.close()
-        attempt.count("Reduce input records", fetched.records)
-        side: threading.Thread = _GroupCounter(attempt, order, runs)
-    else:
-        proc = attempt.start(spec.command, "reduce", subprocess.PIPE, subprocess.PIPE)
-        side = threading.Thread(target=_feed_reducer, daemon=True, name="feeder",
-                                args=(merge, proc, attempt, order, rejoin, errors))
-    side.start()
-    total = max(fetched.bytes, 1)
-    live = Liveness(attempt, proc.pid, lambda: 1 / 3 + 2 / 3 * min(_read_bytes(merge.pid) / total, 1))
-    live.start()
-    # A built-in Java reducer (aggregate, field selection) writes finished output lines.
-    writer = attempt.output_writer(reduce_key(attempt.conf), commands.is_java_builtin(spec.command))
-    assert proc.stdout is not None
-    _pump(proc.stdout, writer.write)
-    attempt.check_exit(proc, "reducer")
-    live.stop()
-    side.join()
-    if merge.wait() not in (0, -signal.SIGPIPE) and not errors:
-        raise TaskError(f"merging reduce input failed (sort status {merge.returncode})")
-    output_file = attempt.publish(writer.close())
-    watch.lap("merge and reduce")
-    attempt.count("Reduce output records", writer.records)
-    attempt.count("Bytes Written", writer.bytes, "File Output Format Counters")
-    attempt.user_counters()
-    shutil.rmtree(inputs, ignore_errors=True)
-    return TaskResult(ok=True, counters=attempt.counters, output_file=output_file)
-
-
-class _GroupCounter(threading.Thread):
-    """Counts reduce input groups beside the reducer: a second, C-speed `sort -m -u` over the
-    same inputs prints one line per group, so no Python touches the reducer's input."""
-
-    def __init__(self, attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
-        super().__init__(daemon=True, name="groups")
-        self.attempt = attempt
-        self.order = order
-        self.runs = runs
-
-    def run(self) -> None:
-        groups = 0
-        if self.runs:
-            keyed = [Run(r.path, True) for r in self.runs]
-            argv = merge_command(self.order, keyed, 1 << 20, self.attempt.tmp) + ["--unique"]
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
-            assert proc.stdout is not None
-            for chunk in iter(lambda: proc.stdout.read(CHUNK), b""):  # type: ignore[union-attr]
-                groups += chunk.count(b"\n")
-            proc.wait()
-        self.attempt.count("Reduce input groups", groups)
 
 
 class Liveness(threading.Thread):
@@ -583,40 +316,8 @@ def _io_chars(pid: int) -> int:
     return io.get("rchar", 0) + io.get("wchar", 0)
 
 
-def _read_bytes(pid: int) -> int:
+def read_bytes(pid: int) -> int:
     return _proc_io(pid).get("rchar", 0)
-
-
-def _feed_reducer(merge: subprocess.Popen[bytes], proc: subprocess.Popen[bytes], attempt: Attempt,
-                  order: SortOrder, rejoin: Any, errors: list[BaseException]) -> None:
-    """The slow path, for when the reducer must see lines rewritten (a different input
-    separator): Python rewrites each buffer and counts groups on the way."""
-    assert merge.stdout is not None and proc.stdin is not None
-    stdin = proc.stdin
-    records = groups = 0
-    last: bytes | None = None
-    key = order.key
-
-    def consume(buf: bytes) -> None:
-        nonlocal records, groups, last
-        records += buf.count(b"\n")
-        n, last = count_groups(buf, key, last)
-        groups += n
-        stdin.write(rejoin(buf))
-
-    try:
-        _pump_lines(merge.stdout, consume)
-    except BrokenPipeError:
-        merge.kill()
-    except BaseException as e:  # noqa: BLE001
-        errors.append(e)
-    finally:
-        try:
-            stdin.close()
-        except BrokenPipeError:
-            pass
-        attempt.count("Reduce input records", records)
-        attempt.count("Reduce input groups", groups)
 
 
 # -- entry --------------------------------------------------------------------------
@@ -643,7 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_watch_parent, args=(reporter,), daemon=True).start()
     try:
         attempt = Attempt(spec, root, secret, reporter)
-        result = run_map(attempt) if spec.kind == "map" else run_reduce(attempt)
+        if spec.kind == "map":
+            from hstream.maptask import run_map
+
+            result = run_map(attempt)
+        else:
+            from hstream.reducetask import run_reduce
+
+            result = run_reduce(attempt)
     except TaskError as e:  # a failed attempt's counters never count, so none are sent
         result = TaskResult(ok=False, error=str(e), exit_status=e.exit_status, stderr_tail=e.tail)
     except Exception as e:  # noqa: BLE001 - any crash is this attempt's failure, reported
