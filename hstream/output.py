@@ -83,7 +83,10 @@ class OutputWriter:
         else:
             data = b"".join(self._format(line) for line in data.split(b"\n")[:-1])
         self.bytes += len(data)
-        self._open().write(data)
+        out = self._open()
+        out.write(data)
+        if not self.codec:  # the part file grows as the command writes, not only at its end
+            out.flush()
 
     def _format(self, line: bytes) -> bytes:
         key = self.key.key(line)

@@ -261,10 +261,12 @@ def sort_order(conf: dict[str, str]) -> SortOrder:
 
 
 def pump(stream: BinaryIO, write: Any) -> int:
-    """Copy a command's output to `write` in whole megabytes: few, large Python steps."""
+    """Copy a command's output to `write` as it comes (up to a megabyte a step): output
+    reaches its file while the command still runs, not only when it exits."""
     total = 0
+    read = getattr(stream, "read1", stream.read)
     while True:
-        data = stream.read(CHUNK)
+        data = read(CHUNK)
         if not data:
             return total
         total += len(data)

@@ -7,7 +7,7 @@ run is reproducible):
                   so partial output exists) and sleep up to SLEEP_MAX s on another ~1/3
   SLEEP_MAX       seconds, default 1.5
   DELAY_MAX       sleep a random 0..DELAY_MAX s before starting (widens phases)
-  LINGER_MAX      sleep a random 0..LINGER_MAX s after writing all output (a window in
+  LINGER_MAX      sleep a random LINGER_MAX/3..LINGER_MAX s after writing all output (a window in
                   which the output exists but is not committed yet)
   MARKERS         directory: one file `<attempt id>@<worker>` per attempt that started
   HOLD            `kind:partition:attempt:FILE,...` (* matches any): wait for FILE
@@ -83,4 +83,5 @@ else:
 
 if os.environ.get("LINGER_MAX"):
     sys.stdout.flush()
-    time.sleep(rng.uniform(0, float(os.environ["LINGER_MAX"])))
+    linger = float(os.environ["LINGER_MAX"])
+    time.sleep(rng.uniform(linger / 3, linger))  # never so short that the window closes unseen
