@@ -24,6 +24,7 @@ import secrets
 import socket
 import struct
 import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from hstream.errors import ProtocolError
@@ -31,6 +32,8 @@ from hstream.errors import ProtocolError
 VERSION = 1
 MAC_LEN = 16
 MAX_FRAME = 64 << 20
+#: Data frames of a stream (shuffle, relay) carry this much at most.
+STREAM_FRAME = 1 << 20
 _HEADER = struct.Struct("!IcB")  # length, kind, reserved (MAC follows)
 _SEQ = struct.Struct("!Q")
 HANDSHAKE_TIMEOUT = 10.0
@@ -127,6 +130,24 @@ class Channel:
         if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
             raise ProtocolError(f"{self.peer}: message without an op")
         return msg
+
+    def send_stream(self, chunks: Iterable[bytes]) -> None:
+        """Data frames of at most STREAM_FRAME bytes, then an `end` message."""
+        for chunk in chunks:
+            for i in range(0, len(chunk), STREAM_FRAME):
+                self.send_bytes(chunk[i:i + STREAM_FRAME])
+        self.send({"op": "end"})
+
+    def recv_stream(self) -> Iterator[bytes]:
+        """The bodies of data frames up to the `end` message that `send_stream` sends."""
+        while True:
+            kind, body = self.recv_frame()
+            if kind == b"B":
+                yield body
+                continue
+            if json.loads(body).get("op") != "end":
+                raise ProtocolError(f"{self.peer}: data stream ended without an end")
+            return
 
     def request(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Send and wait for the reply (only for channels with one outstanding request)."""

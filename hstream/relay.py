@@ -29,7 +29,6 @@ from hstream.splits import read_split
 
 logger = logging.getLogger(__name__)
 
-FRAME = 1 << 20
 OPS = ("read_split", "get_file", "put_output")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -84,7 +83,7 @@ def serve(chan: protocol.Channel, msg: dict[str, object], exports: Exports) -> N
         if path is None:
             raise ProtocolError(f"{chan.peer}: {msg.get('name')!r} is not shipped by this job")
         with open(path, "rb") as f:
-            _send_chunks(chan, iter(lambda: f.read(FRAME), b""))
+            _send_chunks(chan, iter(lambda: f.read(protocol.STREAM_FRAME), b""))
     elif op == "put_output":
         attempt, name = str(msg.get("attempt_id")), str(msg.get("name"))
         if not (_NAME.match(attempt) and _NAME.match(name)):
@@ -95,19 +94,13 @@ def serve(chan: protocol.Channel, msg: dict[str, object], exports: Exports) -> N
 
 def _send_chunks(chan: protocol.Channel, chunks: Iterator[bytes]) -> None:
     chan.send({"op": "data"})
-    for chunk in chunks:
-        for i in range(0, len(chunk), FRAME):
-            chan.send_bytes(chunk[i:i + FRAME])
-    chan.send({"op": "end"})
+    chan.send_stream(chunks)
 
 
 def _receive(chan: protocol.Channel, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".part", "wb") as out:
-        while True:
-            kind, body = chan.recv_frame()
-            if kind != b"B":
-                break
+        for body in chan.recv_stream():
             out.write(body)
     os.replace(path + ".part", path)
 
@@ -126,11 +119,7 @@ def _download(manager: str, secret: bytes, request: dict[str, object]) -> Iterat
         head = chan.request(request)
         if head["op"] != "data":
             raise OSError(f"manager refused {request['op']}: {head}")
-        while True:
-            kind, body = chan.recv_frame()
-            if kind != b"B":
-                return
-            yield body
+        yield from chan.recv_stream()
     finally:
         chan.close()
 
@@ -160,9 +149,7 @@ def upload_output(manager: str, secret: bytes, job_id: str, attempt_id: str, pat
         chan.send({"op": "put_output", "job_id": job_id, "attempt_id": attempt_id,
                    "name": os.path.basename(path)})
         with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(FRAME), b""):
-                chan.send_bytes(chunk)
-        chan.send({"op": "end"})
+            chan.send_stream(iter(lambda: f.read(protocol.STREAM_FRAME), b""))
         reply = chan.recv()
         if reply["op"] != "ok":
             raise OSError(f"manager refused the output: {reply}")

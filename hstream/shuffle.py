@@ -24,7 +24,6 @@ from hstream.job import MapOutput, TaskSpec
 
 logger = logging.getLogger(__name__)
 
-FRAME = 1 << 20
 FETCH_THREADS = 4
 FETCH_RETRIES = 3
 FETCH_TIMEOUT = 30.0
@@ -65,12 +64,7 @@ def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str) ->
     with f2:
         size = os.fstat(f2.fileno()).st_size
         chan.send({"op": "data", "size": size, "keyed": keyed})
-        while True:
-            data = f2.read(FRAME)
-            if not data:
-                break
-            chan.send_bytes(data)
-    chan.send({"op": "end"})
+        chan.send_stream(iter(lambda: f2.read(protocol.STREAM_FRAME), b""))
 
 
 # -- client side (in a reduce attempt) ---------------------------------------------
@@ -100,10 +94,7 @@ def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str,
             raise FileNotFoundError(f"map output {src.attempt_id} is gone from {src.host}")
         got = records = 0
         with open(dest + ".tmp", "wb") as out:
-            while True:
-                kind, body = chan.recv_frame()
-                if kind != b"B":
-                    break
+            for body in chan.recv_stream():
                 out.write(body)
                 got += len(body)
                 records += body.count(b"\n")
