@@ -22,7 +22,8 @@ from hstream.partition import route_lines, route_sorted
 from hstream.sorting import Run, SortOrder, Spiller, merge_command, sort_command, sort_env
 from hstream.splits import read_split
 from hstream.task import (
-    CHUNK, Attempt, Liveness, Stopwatch, TaskError, map_key, pump, pump_lines, sort_order,
+    CHUNK, Attempt, Liveness, Stopwatch, TaskError, close_input, map_key, pump, pump_lines,
+    sort_order,
 )
 
 
@@ -44,10 +45,7 @@ def _feed(proc: subprocess.Popen[bytes], chunks: Iterator[bytes], attempt: Attem
     except BaseException as e:  # noqa: BLE001 - reported by the main thread
         errors.append(e)
     finally:
-        try:
-            stdin.close()
-        except BrokenPipeError:
-            pass
+        close_input(stdin)
         attempt.count("Map input records", records)
         attempt.count("Bytes Read", done, "File Input Format Counters")
 

@@ -21,8 +21,8 @@ from hstream.job import TaskResult
 from hstream.partition import count_groups
 from hstream.sorting import Run, SortOrder, merge_command, sort_env
 from hstream.task import (
-    CHUNK, Attempt, Liveness, Stopwatch, TaskError, pump, pump_lines, read_bytes, reduce_key,
-    sort_order,
+    CHUNK, Attempt, Liveness, Stopwatch, TaskError, close_input, pump, pump_lines, read_bytes,
+    reduce_key, sort_order,
 )
 
 
@@ -126,9 +126,6 @@ def _feed_reducer(merge: subprocess.Popen[bytes], proc: subprocess.Popen[bytes],
     except BaseException as e:  # noqa: BLE001
         errors.append(e)
     finally:
-        try:
-            stdin.close()
-        except BrokenPipeError:
-            pass
+        close_input(stdin)
         attempt.count("Reduce input records", records)
         attempt.count("Reduce input groups", groups)

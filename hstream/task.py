@@ -260,6 +260,14 @@ def sort_order(conf: dict[str, str]) -> SortOrder:
     return SortOrder(key, comparator, field_sep)
 
 
+def close_input(stdin: BinaryIO) -> None:
+    """Close a command's stdin; a command that stopped reading early is its own business."""
+    try:
+        stdin.close()
+    except BrokenPipeError:
+        pass
+
+
 def pump(stream: BinaryIO, write: Any) -> int:
     """Copy a command's output to `write` as it comes (up to a megabyte a step): output
     reaches its file while the command still runs, not only when it exits."""

@@ -102,17 +102,22 @@ def test_failing_mapper_fails_the_job_with_its_stderr(tmp_path: Path, data: Path
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.hstream")]
 
 
-def test_ctrl_c_stops_the_job_and_leaves_nothing(tmp_path: Path) -> None:
+def start_slow_job(tmp_path: Path) -> subprocess.Popen[str]:
+    """`hstream jar-free` with a mapper that takes a second a line: a job to interrupt."""
     data = tmp_path / "in.txt"
     data.write_text("".join(f"line {i}\n" for i in range(100)))
     mapper = tmp_path / "slow.sh"
     mapper.write_text("#!/bin/sh\nwhile read line; do echo \"$line\"; sleep 1; done\n")
     mapper.chmod(0o755)
-    out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "HSTREAM_CONFIG"}
-    proc = subprocess.Popen([sys.executable, "-m", "hstream", "jar-free", "-input", str(data),
-                             "-output", str(out), "-mapper", str(mapper), "-reducer", "cat"],
+    return subprocess.Popen([sys.executable, "-m", "hstream", "jar-free", "-input", str(data),
+                             "-output", str(tmp_path / "out"), "-mapper", str(mapper),
+                             "-reducer", "cat"],
                             cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_stops_the_job_and_leaves_nothing(tmp_path: Path) -> None:
+    proc = start_slow_job(tmp_path)
     assert proc.stderr is not None
     wait_for(lambda: "Running job" in proc.stderr.readline(), 30, "the job to start")
     wait_for(lambda: list(tmp_path.glob(".out.hstream-*")), 10, "the job's staging directory")
@@ -122,23 +127,14 @@ def test_ctrl_c_stops_the_job_and_leaves_nothing(tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert status == 130
-    assert not out.exists()
+    assert not (tmp_path / "out").exists()
     wait_for(lambda: not list(tmp_path.glob(".out.hstream-*")), 10, "staging to be removed")
 
 
 def test_manager_killed_mid_job_leaves_no_output_and_no_staging(tmp_path: Path) -> None:
     import psutil
 
-    data = tmp_path / "in.txt"
-    data.write_text("".join(f"line {i}\n" for i in range(100)))
-    mapper = tmp_path / "slow.sh"
-    mapper.write_text("#!/bin/sh\nwhile read line; do echo \"$line\"; sleep 1; done\n")
-    mapper.chmod(0o755)
-    out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "HSTREAM_CONFIG"}
-    proc = subprocess.Popen([sys.executable, "-m", "hstream", "jar-free", "-input", str(data),
-                             "-output", str(out), "-mapper", str(mapper), "-reducer", "cat"],
-                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    proc = start_slow_job(tmp_path)
     try:
         wait_for(lambda: list(tmp_path.glob(".out.hstream-*")), 30, "the job's staging directory")
         managers = [p for p in psutil.Process(proc.pid).children()
@@ -150,5 +146,5 @@ def test_manager_killed_mid_job_leaves_no_output_and_no_staging(tmp_path: Path) 
         proc.kill()
     assert proc.returncode == 1, stderr
     assert "Traceback" not in stderr
-    assert not out.exists()
+    assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.hstream-*"))
