@@ -76,7 +76,7 @@ def run_map(attempt: Attempt) -> TaskResult:
     output_file = None
     if spec.num_reduces == 0:
         writer = attempt.output_writer(map_key(attempt.conf))
-        pump(proc.stdout, writer.write)
+        pump(proc.stdout, writer.write, eager=True)
         attempt.check_exit(proc, "mapper")
         output_file = attempt.publish(writer.close())
         attempt.count("Map output records", writer.records)

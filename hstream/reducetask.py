@@ -64,7 +64,7 @@ def run_reduce(attempt: Attempt) -> TaskResult:
     # A built-in Java reducer (aggregate, field selection) writes finished output lines.
     writer = attempt.output_writer(reduce_key(attempt.conf), commands.is_java_builtin(spec.command))
     assert proc.stdout is not None
-    pump(proc.stdout, writer.write)
+    pump(proc.stdout, writer.write, eager=True)
     attempt.check_exit(proc, "reducer")
     live.stop()
     side.join()

@@ -268,11 +268,11 @@ def close_input(stdin: BinaryIO) -> None:
         pass
 
 
-def pump(stream: BinaryIO, write: Any) -> int:
-    """Copy a command's output to `write` as it comes (up to a megabyte a step): output
-    reaches its file while the command still runs, not only when it exits."""
+def pump(stream: BinaryIO, write: Any, eager: bool = False) -> int:
+    """Copy a command's output to `write` a megabyte at a time (few, large Python steps);
+    `eager` passes on whatever has arrived, so a part file grows while its command runs."""
     total = 0
-    read = getattr(stream, "read1", stream.read)
+    read = stream.read1 if eager and hasattr(stream, "read1") else stream.read
     while True:
         data = read(CHUNK)
         if not data:
