@@ -41,6 +41,8 @@ def run_hstream(*args: str, cwd: str | Path | None = None, env: dict[str, str] |
                 timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
     """`hstream ARGS…` as a user runs it, with a deadline."""
     full_env = {k: v for k, v in os.environ.items() if k != "HSTREAM_CONFIG"}
+    if os.environ.get("HSTREAM_TEST_CONFIG"):  # run the suite against a running cluster
+        full_env["HSTREAM_CONFIG"] = os.environ["HSTREAM_TEST_CONFIG"]
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "hstream", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
