@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -141,7 +140,3 @@ def fetch_all(spec: TaskSpec, dest_dir: str, secret: bytes) -> Fetched:
             result.records += records
             result.keyed = result.keyed or keyed
     return result
-
-
-def is_connection_error(e: BaseException) -> bool:
-    return isinstance(e, (OSError, EOFError, socket.timeout, ProtocolError))

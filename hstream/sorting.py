@@ -151,12 +151,6 @@ class Spiller:
         self._wait_pending()
         return self.runs
 
-    def abort(self) -> None:
-        for proc in (self._proc, self._pending):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
-
 
 def merge_command(order: SortOrder, runs: list[Run], buffer: int, tmpdir: str) -> list[str]:
     keyed = any(r.keyed for r in runs)
