@@ -32,14 +32,13 @@ import time
 from typing import Any, BinaryIO
 
 from hstream import command as commands
-from hstream import relay
+from hstream import keyfields, relay
 from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
 from hstream.lines import whole_lines
 from hstream.output import CODECS, OutputWriter
 from hstream.partition import KeySpec
 from hstream.reporter import StderrReader
 from hstream.sorting import DEFAULT_BUFFER, SortOrder
-from hstream import keyfields
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +332,7 @@ def read_bytes(pid: int) -> int:
 # -- entry --------------------------------------------------------------------------
 
 
-def _watch_parent(reporter: Reporter) -> None:
+def _watch_parent() -> None:
     """If the worker dies, the attempt dies with it: no orphans."""
     parent = os.getppid()
     while True:
@@ -351,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, filename=os.path.join(root, "task.log"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reporter = Reporter(sys.stdout.buffer)
-    threading.Thread(target=_watch_parent, args=(reporter,), daemon=True).start()
+    threading.Thread(target=_watch_parent, daemon=True).start()
     try:
         attempt = Attempt(spec, root, secret, reporter)
         if spec.kind == "map":
