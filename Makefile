@@ -2,12 +2,16 @@
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: install test example bench chaos clean
+.PHONY: install lint test example bench chaos clean
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
 
-test:
+lint:
+	$(PYTHON) -m ruff check hstream tests bench
+	$(PYTHON) -m mypy hstream
+
+test: lint
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
 
 example: install

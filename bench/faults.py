@@ -37,9 +37,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import corpus  # noqa: E402
 
-from hstream import streaming  # noqa: E402
-from hstream.client import Client, Outcome  # noqa: E402
-from hstream.localcluster import LocalCluster  # noqa: E402
+from hstream.cluster.client import Client, Outcome  # noqa: E402
+from hstream.cluster.localcluster import LocalCluster  # noqa: E402
+from hstream.hadoop import streaming  # noqa: E402
 
 
 def status(c: LocalCluster) -> dict[str, Any]:

@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass, field
 import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import corpus
+sys.path.insert(0, HERE)  # so `import corpus` finds bench/corpus.py however this is run
+import corpus  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 PEERS_VENV = os.path.join(HERE, ".venv-peers")
@@ -78,7 +78,7 @@ def role_of(proc: psutil.Process, root: int) -> str:
     text = " ".join(argv)
     if "hstream.task" in text:
         return "task(reduce)" if "_r_" in text else "task(map)"
-    if "hstream.worker" in text:
+    if "hstream.cluster.worker" in text:
         return "worker"
     if proc.pid == root:
         if "hstream" in text:
@@ -323,7 +323,8 @@ def run_peers(data: str, inputs: list[str], outdir: str, env: dict[str, str],
     try:
         python = peers_python()
     except RuntimeError as e:
-        return [(Measure("madoop", note=str(e)), ""), (Measure("mrjob local runner", note=str(e)), "")]
+        return [(Measure("madoop", note=str(e)), ""),
+                (Measure("mrjob local runner", note=str(e)), "")]
     bindir = os.path.dirname(python)
     results = []
     out = os.path.join(outdir, "madoop")
@@ -374,7 +375,8 @@ def breakdown(m: Measure) -> str:
         text += (f"    hstream's own processes, peak RSS MB of one: {own}"
                  f"; all at once: {_mb(m.own_rss_sum)}\n")
     for stage, (n, wall, longest, runner, kids) in m.stages.items():
-        text += (f"    task.log {stage:<28} {int(n)} tasks, wall {wall:6.1f} s (longest {longest:5.1f}),"
+        text += (f"    task.log {stage:<28} {int(n)} tasks, wall {wall:6.1f} s"
+                 f" (longest {longest:5.1f}),"
                  f" CPU runner {runner:5.1f} s, children {kids:5.1f} s\n")
     return text.rstrip("\n")
 

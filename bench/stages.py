@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable, Iterator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import corpus
+sys.path.insert(0, HERE)  # so `import corpus` finds bench/corpus.py however this is run
+import corpus  # noqa: E402
 
-from hstream import partition, sorting
+from hstream.task import partition, sorting  # noqa: E402
 
 CHUNK = 1 << 20
 

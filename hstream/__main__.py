@@ -1,3 +1,3 @@
-from hstream.cli import main
+from hstream.cli.main import main
 
 main()

@@ -28,7 +28,8 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
             continue
         sub = _NESTED.get((cls.__name__, name))
         if sub is not None and value is not None:
-            value = [from_dict(sub, v) for v in value] if isinstance(value, list) else from_dict(sub, value)
+            value = ([from_dict(sub, v) for v in value] if isinstance(value, list)
+                     else from_dict(sub, value))
         kwargs[name] = value
     return cls(**kwargs)
 

@@ -58,7 +58,7 @@ def write_secret(path: str, secret: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-def _mac(key: bytes, *parts: bytes) -> bytes:
+def _mac(key: bytes, *parts: bytes | memoryview) -> bytes:
     h = hmac.new(key, digestmod=hashlib.sha256)
     for part in parts:
         h.update(part)
@@ -226,7 +226,8 @@ def connect(host: str, port: int, secret: bytes, timeout: float = 10.0) -> Chann
 
 # -- heartbeats ----------------------------------------------------------------
 
-def pack_heartbeat(secret: bytes, worker_id: str, seq: int, extra: dict[str, Any] | None = None) -> bytes:
+def pack_heartbeat(secret: bytes, worker_id: str, seq: int,
+                   extra: dict[str, Any] | None = None) -> bytes:
     body = json.dumps({"w": worker_id, "s": seq, **(extra or {})}, separators=(",", ":")).encode()
     return _mac(secret, b"hb", body) + body
 
@@ -240,6 +241,7 @@ def unpack_heartbeat(secret: bytes, datagram: bytes) -> dict[str, Any]:
         msg = json.loads(body)
     except ValueError:
         raise ProtocolError("malformed heartbeat") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("w"), str) or not isinstance(msg.get("s"), int):
+    if (not isinstance(msg, dict) or not isinstance(msg.get("w"), str)
+            or not isinstance(msg.get("s"), int)):
         raise ProtocolError("malformed heartbeat")
     return msg

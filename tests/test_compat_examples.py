@@ -11,7 +11,8 @@ from pathlib import Path
 from conftest import APPS, assert_same_output, read_output, reference, run_hstream
 
 KEYS = b"11.12.1.2\n11.14.2.3\n11.11.4.1\n11.12.1.1\n11.14.2.2\n"
-KEYFIELD_CONF = ["-D", "stream.map.output.field.separator=.", "-D", "stream.num.map.output.key.fields=4",
+KEYFIELD_CONF = ["-D", "stream.map.output.field.separator=.",
+                 "-D", "stream.num.map.output.key.fields=4",
                  "-D", "map.output.key.field.separator=."]
 RED = b"roses are red\nviolets are blue\nbunnies are pink\n"
 
@@ -42,7 +43,8 @@ def test_e1_keyfield_partitioner_groups_by_first_two_fields(tmp_path: Path) -> N
 
 
 def test_e1_with_the_mapreduce_alias_and_old_option_name(tmp_path: Path) -> None:
-    job(tmp_path, "-D", "stream.map.output.field.separator=.", "-D", "stream.num.map.output.key.fields=4",
+    job(tmp_path, "-D", "stream.map.output.field.separator=.",
+        "-D", "stream.num.map.output.key.fields=4",
         "-D", "mapreduce.map.output.key.field.separator=.",
         "-jobconf", "mapred.text.key.partitioner.options=-k1,2", "-numReduceTasks", "3",
         "-input", "in.txt", "-output", "out", "-mapper", "cat", "-reducer", "cat",
@@ -66,7 +68,8 @@ def test_e2_keyfield_comparator_reverse_numeric_keeps_ties_in_map_order(tmp_path
 def test_secondary_sort_recipe_with_several_keys(tmp_path: Path) -> None:
     """Partition on field 1, sort by field 1 then field 2 numerically descending."""
     data = b"b.2.x\na.10.y\nb.10.z\na.9.w\na.10.v\n"
-    job(tmp_path, "-D", "stream.map.output.field.separator=.", "-D", "stream.num.map.output.key.fields=2",
+    job(tmp_path, "-D", "stream.map.output.field.separator=.",
+        "-D", "stream.num.map.output.key.fields=2",
         "-D", "mapreduce.map.output.key.field.separator=.",
         "-D", "mapreduce.partition.keypartitioner.options=-k1,1",
         "-D", "mapreduce.job.output.key.comparator.class="
@@ -76,7 +79,8 @@ def test_secondary_sort_recipe_with_several_keys(tmp_path: Path) -> None:
         "-input", "in.txt", "-output", "out", "-mapper", "cat", "-reducer", "cat",
         inputs={"in.txt": data})
     files = [p.splitlines() for p in parts(tmp_path / "out")]
-    for first, want in ((b"a.", [b"a.10.y\t", b"a.10.v\t", b"a.9.w\t"]), (b"b.", [b"b.10.z\t", b"b.2.x\t"])):
+    for first, want in ((b"a.", [b"a.10.y\t", b"a.10.v\t", b"a.9.w\t"]),
+                        (b"b.", [b"b.10.z\t", b"b.2.x\t"])):
         holding = [[line for line in f if line.startswith(first)] for f in files]
         assert sorted(holding, key=len)[-1] == want  # one partition holds them all, in order
         assert sum(map(len, holding)) == len(want)
@@ -96,7 +100,8 @@ def test_e3_aggregate_word_count_with_its_combiner(tmp_path: Path) -> None:
 
 def test_aggregate_every_type(tmp_path: Path) -> None:
     data = b"".join(f"{line}\n".encode() for line in [
-        "LongValueSum:sum\t5", "LongValueSum:sum\t-2", "LongValueMax:max\t7", "LongValueMax:max\t11",
+        "LongValueSum:sum\t5", "LongValueSum:sum\t-2",
+        "LongValueMax:max\t7", "LongValueMax:max\t11",
         "LongValueMin:min\t7", "LongValueMin:min\t-11", "DoubleValueSum:dsum\t1.5",
         "DoubleValueSum:dsum\t2", "StringValueMax:smax\tpear", "StringValueMax:smax\tapple",
         "StringValueMin:smin\tpear", "StringValueMin:smin\tapple", "UniqValueCount:uniq\tx",
@@ -142,7 +147,8 @@ def test_e5_default_streaming_and_combiner(tmp_path: Path) -> None:
 
 
 def test_e5_user_counters_from_stderr(tmp_path: Path) -> None:
-    proc = job(tmp_path, "-input", "in.txt", "-output", "out", "-mapper", str(APPS / "compat_counter.py"),
+    proc = job(tmp_path, "-input", "in.txt", "-output", "out",
+               "-mapper", str(APPS / "compat_counter.py"),
                "-reducer", "cat", inputs={"in.txt": RED})
     assert "\tUserCounters\n\t\tInputLines=3\n" in proc.stderr
     assert "reporter:" not in proc.stderr
@@ -153,7 +159,8 @@ E6_INPUT = (b"roses are \tred\t\n\tviolets are blue\nbunnies are pink\n"
 
 
 def test_e6_tab_positions_and_empty_value_trailing_tab(tmp_path: Path) -> None:
-    job(tmp_path, "-input", "in.txt", "-output", "out", "-mapper", "cat", inputs={"in.txt": E6_INPUT})
+    job(tmp_path, "-input", "in.txt", "-output", "out", "-mapper", "cat",
+        inputs={"in.txt": E6_INPUT})
     assert read_output(tmp_path / "out") == (
         b"\tviolets are blue\nbunnies are pink\t\nroses are \tred\t\nsmall input\t\n"
         b"this is for testing a big\tinput line\n")
@@ -206,7 +213,8 @@ def test_e9_archives_jar_unpacked_into_the_task_directory(tmp_path: Path) -> Non
                 "cache2.txt": b"This is just the second cache string\n"})
     job(tmp_path, "-archives", "cachedir.jar", "-D", "mapreduce.job.maps=1", "-input", "in.txt",
         "-output", "out", "-mapper", "xargs cat", "-reducer", "cat",
-        inputs={"cachedir.jar": jar, "in.txt": b"cachedir.jar/cache.txt\ncachedir.jar/cache2.txt\n"})
+        inputs={"cachedir.jar": jar,
+                "in.txt": b"cachedir.jar/cache.txt\ncachedir.jar/cache2.txt\n"})
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "part-00000"]
     assert (out / "_SUCCESS").stat().st_size == 0
@@ -220,4 +228,5 @@ def test_e10_cut_mapper(tmp_path: Path) -> None:
     job(tmp_path, "-input", "in.txt", "-output", "out", "-mapper", "cut -f2", "-reducer", "cat",
         inputs={"in.txt": data})
     assert read_output(tmp_path / "out") == b"50\t\n70\t\n75\t\n80\t\n"
-    assert_same_output(tmp_path / "out", reference([tmp_path / "in.txt"], "cut -f2", "cat", tmp_path))
+    assert_same_output(tmp_path / "out",
+                       reference([tmp_path / "in.txt"], "cut -f2", "cat", tmp_path))

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, require, run_hstream
 from testbed import LoopbackHost, have_sshd, write_ini
 

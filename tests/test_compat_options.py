@@ -17,15 +17,18 @@ LINES = b"one\ntwo\nthree\nfour\nfive\n"
 
 def test_map_output_key_fields_and_reduce_output_separators(tmp_path: Path) -> None:
     # key = the first two '.'-fields; the reducer writes 'a.b.c' which splits after 2 fields too
-    job(tmp_path, "-D", "stream.map.output.field.separator=.", "-D", "stream.num.map.output.key.fields=2",
-        "-D", "stream.reduce.output.field.separator=.", "-D", "stream.num.reduce.output.key.fields=2",
+    job(tmp_path, "-D", "stream.map.output.field.separator=.",
+        "-D", "stream.num.map.output.key.fields=2",
+        "-D", "stream.reduce.output.field.separator=.",
+        "-D", "stream.num.reduce.output.key.fields=2",
         "-input", "in.txt", "-output", "out", "-mapper", "cat", "-reducer", "cat",
         inputs={"in.txt": b"x.2.c\nx.1.b\ny\n"})
     assert read_output(tmp_path / "out") == b"x.1\tb\nx.2\tc\ny\t\n"
 
 
 def test_reduce_input_separator_rejoins_key_and_value(tmp_path: Path) -> None:
-    job(tmp_path, "-D", "stream.reduce.input.field.separator=:", "-input", "in.txt", "-output", "out",
+    job(tmp_path, "-D", "stream.reduce.input.field.separator=:",
+        "-input", "in.txt", "-output", "out",
         "-mapper", "cat", "-reducer", "cat", inputs={"in.txt": b"k\tv\nsolo\n"})
     # the reducer sees k:v and solo: (Hadoop writes key, separator, value); neither has a TAB
     assert read_output(tmp_path / "out") == b"k:v\t\nsolo:\t\n"
@@ -61,7 +64,8 @@ def test_failed_attempts_are_retried_and_their_counters_dropped(tmp_path: Path) 
                "-mapper", counter, "-reducer", "cat", inputs={"in.txt": RED})
     assert "\t\tInputLines=3\n" in proc.stderr, proc.stderr  # not 6: attempt 0 failed
     assert "Failed map tasks=1" in proc.stderr
-    assert read_output(tmp_path / "out") == b"bunnies are pink\t\nroses are red\t\nviolets are blue\t\n"
+    assert read_output(tmp_path / "out") == (
+        b"bunnies are pink\t\nroses are red\t\nviolets are blue\t\n")
     failed = job(tmp_path, "-D", "mapreduce.map.maxattempts=1", "-input", "in.txt", "-output", "o2",
                  "-mapper", counter, "-reducer", "cat", ok=False)
     assert failed.returncode == 1
@@ -73,7 +77,8 @@ def test_reduce_max_attempts(tmp_path: Path) -> None:
     job(tmp_path, "-D", "mapreduce.reduce.maxattempts=2", "-input", "in.txt", "-output", "out",
         "-reducer", flaky, inputs={"in.txt": b"a\n"})
     assert read_output(tmp_path / "out") == b"a\t\n"
-    failed = job(tmp_path, "-D", "mapreduce.reduce.maxattempts=1", "-input", "in.txt", "-output", "o2",
+    failed = job(tmp_path, "-D", "mapreduce.reduce.maxattempts=1",
+                 "-input", "in.txt", "-output", "o2",
                  "-reducer", flaky, ok=False)
     assert failed.returncode == 1
 
@@ -84,19 +89,23 @@ def test_lazy_output_writes_no_empty_part_files(tmp_path: Path) -> None:
     (tmp_path / "in" / "b.txt").write_bytes(b"keep\n")
     job(tmp_path, "-lazyOutput", "-input", "in", "-output", "lazy", "-mapper", "sed /skip/d",
         "-numReduceTasks", "0")
-    job(tmp_path, "-input", "in", "-output", "eager", "-mapper", "sed /skip/d", "-numReduceTasks", "0")
+    job(tmp_path, "-input", "in", "-output", "eager", "-mapper", "sed /skip/d",
+        "-numReduceTasks", "0")
     assert sorted(p.name for p in (tmp_path / "lazy").glob("part-*")) == ["part-00001"]
-    assert sorted(p.name for p in (tmp_path / "eager").glob("part-*")) == ["part-00000", "part-00001"]
+    assert sorted(p.name for p in (tmp_path / "eager").glob("part-*")) == [
+        "part-00000", "part-00001"]
     assert read_output(tmp_path / "lazy") == b"keep\t\n"
 
 
 def test_output_compression_codecs(tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_bytes(RED)
     want = b"bunnies are pink\t\nroses are red\t\nviolets are blue\t\n"
-    for codec, ext, decompress in (("GzipCodec", "gz", gzip.decompress), ("BZip2Codec", "bz2", bz2.decompress)):
+    for codec, ext, decompress in (("GzipCodec", "gz", gzip.decompress),
+                                   ("BZip2Codec", "bz2", bz2.decompress)):
         out = tmp_path / f"out-{ext}"
         job(tmp_path, "-D", "mapreduce.output.fileoutputformat.compress=true",
-            "-D", f"mapreduce.output.fileoutputformat.compress.codec=org.apache.hadoop.io.compress.{codec}",
+            "-D", "mapreduce.output.fileoutputformat.compress.codec="
+                  f"org.apache.hadoop.io.compress.{codec}",
             "-input", "in.txt", "-output", out.name, "-mapper", "cat", "-reducer", "cat")
         assert [p.name for p in out.glob("part-*")] == [f"part-00000.{ext}"]
         assert decompress((out / f"part-00000.{ext}").read_bytes()) == want
@@ -179,13 +188,15 @@ def test_help_info_and_background_without_cluster(tmp_path: Path) -> None:
         proc = run_hstream("jar-free", flag, cwd=tmp_path)
         assert proc.returncode == 0 and "-input" in proc.stdout, proc.stderr
     (tmp_path / "in.txt").write_bytes(b"x\n")
-    proc = run_hstream("jar-free", "-background", "-input", "in.txt", "-output", "out", cwd=tmp_path)
+    proc = run_hstream("jar-free", "-background", "-input", "in.txt", "-output", "out",
+                       cwd=tmp_path)
     assert proc.returncode == 3 and "-background" in proc.stderr, proc.stderr
 
 
 def test_background_submits_to_a_running_cluster_and_returns_the_job_id(tmp_path: Path) -> None:
-    from hstream import clusterstate, config, protocol
-    from hstream.localcluster import LocalCluster
+    from hstream import protocol
+    from hstream.cluster import clusterstate, config
+    from hstream.cluster.localcluster import LocalCluster
 
     (tmp_path / "in.txt").write_bytes(b"b\na\n")
     ini = tmp_path / "cluster.ini"
@@ -199,5 +210,6 @@ def test_background_submits_to_a_running_cluster_and_returns_the_job_id(tmp_path
                            "-output", "out", "-mapper", "cat", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip().startswith("job_"), proc.stdout
-        wait_for(lambda: (tmp_path / "out" / "_SUCCESS").exists(), 30, "the background job's output")
+        wait_for(lambda: (tmp_path / "out" / "_SUCCESS").exists(), 30,
+                 "the background job's output")
     assert read_output(tmp_path / "out") == b"a\t\nb\t\n"

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from hstream import aggregate as agg
-from hstream import command, fieldsel, keyfields, streaming
 from hstream.errors import ConfigError
+from hstream.hadoop import aggregate as agg
+from hstream.hadoop import command, fieldsel, keyfields, streaming
+from hstream.hadoop.keyfields import KeySpec
 from hstream.job import Split
-from hstream.output import OutputWriter
-from hstream.partition import KeySpec
-from hstream.splits import nline_splits, read_split
+from hstream.task import records
+from hstream.task.output import OutputWriter
+from hstream.task.splits import nline_splits, read_split
 
 # -- key fields --------------------------------------------------------------------
 
@@ -47,29 +48,33 @@ def test_transform_input_offsets_and_keyvalue_records(tmp_path: Path) -> None:
     f.write_bytes(b"ab\ncd\nef\n")
     split = Split(str(f), 2, 7)  # owns the lines starting after offset 2: cd, ef
     chunks = read_split(split)
-    got = b"".join(keyfields.transform_input(chunks, {"stream.map.input.ignoreKey": "false"}, split))
+    got = b"".join(records.transform_input(chunks, {"stream.map.input.ignoreKey": "false"}, split))
     assert got == b"3\tcd\n6\tef\n"
     f.write_bytes(b"k1v\nnone\n")
-    conf = {"hstream.inputformat": "KeyValueTextInputFormat", "stream.map.input.field.separator": ":",
+    conf = {"hstream.inputformat": "KeyValueTextInputFormat",
+            "stream.map.input.field.separator": ":",
             "mapreduce.input.keyvaluelinerecordreader.key.value.separator": "1x"}
     whole = Split(str(f), 0, f.stat().st_size)
-    assert b"".join(keyfields.transform_input(read_split(whole), conf, whole)) == b"k:v\nnone:\n"
+    assert b"".join(records.transform_input(read_split(whole), conf, whole)) == b"k:v\nnone:\n"
     conf["stream.map.input.ignoreKey"] = "true"
-    assert b"".join(keyfields.transform_input(read_split(whole), conf, whole)) == b"v\n\n"
+    assert b"".join(records.transform_input(read_split(whole), conf, whole)) == b"v\n\n"
     f.write_bytes(b"a\tb\tc\n\n\\1\n")
     whole = Split(str(f), 0, f.stat().st_size)
-    conf = {"hstream.inputformat": "KeyValueTextInputFormat", "stream.map.input.field.separator": "\\"}
-    assert b"".join(keyfields.transform_input(read_split(whole), conf, whole)) == b"a\\b\tc\n\\\n\\1\\\n"
-    assert keyfields.needs_record_transform(conf)
-    assert not keyfields.needs_record_transform({})
-    assert keyfields.needs_record_transform({"hstream.inputformat": "NLineInputFormat"})
+    conf = {"hstream.inputformat": "KeyValueTextInputFormat",
+            "stream.map.input.field.separator": "\\"}
+    assert b"".join(records.transform_input(read_split(whole), conf, whole)) == (
+        b"a\\b\tc\n\\\n\\1\\\n")
+    assert records.needs_record_transform(conf)
+    assert not records.needs_record_transform({})
+    assert records.needs_record_transform({"hstream.inputformat": "NLineInputFormat"})
 
 
 def test_reduce_input_rejoiner() -> None:
-    rejoin = keyfields.reduce_input_rejoiner({"stream.reduce.input.field.separator": ":"}, KeySpec(), "cat")
+    rejoin = keyfields.reduce_input_rejoiner(
+        {"stream.reduce.input.field.separator": ":"}, KeySpec(), "cat")
     assert rejoin is not None and rejoin(b"k\tv\tw\nsolo\n") == b"k:v\tw\nsolo:\n"
-    assert keyfields.reduce_input_rejoiner({"stream.reduce.input.field.separator": "\\t"}, KeySpec(),
-                                           "cat") is None
+    assert keyfields.reduce_input_rejoiner({"stream.reduce.input.field.separator": "\\t"},
+                                           KeySpec(), "cat") is None
     assert keyfields.reduce_input_rejoiner({"stream.reduce.input.field.separator": ":"}, KeySpec(),
                                            "aggregate") is None
 
@@ -89,7 +94,8 @@ def test_reduce_input_rejoiner() -> None:
     ("StringValueMax", [b"b", b"abc", b"B"], b"b"),
     ("StringValueMin", [b"b", b"abc", b"B"], b"B"),
     ("UniqValueCount", [b"x", b"y", b"x"], b"2"),
-    ("ValueHistogram", [b"a", b"b\t4", b"a", b"c"], b"3\t1\t2\t4\t2.3333333333333335\t1.247219128924647"),
+    ("ValueHistogram", [b"a", b"b\t4", b"a", b"c"],
+     b"3\t1\t2\t4\t2.3333333333333335\t1.247219128924647"),
 ])
 def test_aggregators_report_like_java(kind: str, values: list[bytes], report: bytes) -> None:
     a = agg.make_aggregator(kind.encode())
@@ -158,7 +164,8 @@ def test_extract_e4_line() -> None:
     assert key == "0006-0005-0001-0002-0003" and value == line
     rkeys, rvalues = fieldsel.parse_spec(":4,3,2,1,0,0-")
     assert fieldsel.extract(key + "-" + value, "-", rkeys, rvalues, False) == (
-        None, "0003-0002-0001-0005-0006-0006-0005-0001-0002-0003-0000-0001-0002-0003-0004-0005-0006")
+        None, "0003-0002-0001-0005-0006-0006-0005-0001-0002-0003"
+              "-0000-0001-0002-0003-0004-0005-0006")
     # fields beyond the line are empty; the map with no key fields moves the value into the key
     assert fieldsel.extract("a-b", "-", *fieldsel.parse_spec("5,0:"), True) == ("-a", None)
     assert fieldsel.extract("a-b", "-", *fieldsel.parse_spec(":1"), True) == ("b", None)
@@ -189,7 +196,8 @@ def test_truncated_environment_keeps_the_builtins_settings_whole() -> None:
     env = command.task_environment(conf, {}, {}, truncate=0)
     assert env["mapreduce_job_name"] == ""
     assert env["stream_map_output_field_separator"] == "."
-    assert command.conf_from_env("mapreduce.fieldsel.map.output.key.value.fields.spec", "", env) == "1,0:2-"
+    assert command.conf_from_env(
+        "mapreduce.fieldsel.map.output.key.value.fields.spec", "", env) == "1,0:2-"
 
 
 def _parse(tmp_path: Path, *args: str) -> streaming.Options:
@@ -228,7 +236,8 @@ def test_parse_errors_name_the_culprit(tmp_path: Path) -> None:
                        (["-D", "mapreduce.partition.keycomparator.options=-k2,2x"], "-k2,2x"),
                        (["-D", "mapred.compress.map.output=true"], "mapred.compress.map.output"),
                        (["-D", "hstream.speculative.lag=soon"], "hstream.speculative.lag"),
-                       (["-D", "stream.map.output.field.separator=\\"], "stream.map.output.field.separator"),
+                       (["-D", "stream.map.output.field.separator=\\"],
+                        "stream.map.output.field.separator"),
                        (["-D", "mapreduce.output.fileoutputformat.compress.codec=Lz4"], "Lz4"),
                        (["-D", "mapreduce.map.output.key.class=org.apache.hadoop.io.LongWritable"],
                         "LongWritable")):
@@ -241,7 +250,8 @@ def test_conf_file(tmp_path: Path) -> None:
                                     "<value>fromxml</value></property></configuration>")
     assert _parse(tmp_path, "-conf", "c.xml").spec.name == "fromxml"
     assert _parse(tmp_path, "-D", "mapreduce.job.name=cli", "-conf", "c.xml").spec.name == "cli"
-    (tmp_path / "bad.xml").write_text("<configuration><property><name>x.y</name></property></configuration>")
+    (tmp_path / "bad.xml").write_text(
+        "<configuration><property><name>x.y</name></property></configuration>")
     with pytest.raises(ConfigError, match="x.y"):
         _parse(tmp_path, "-conf", "bad.xml")
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import APPS, run_hstream, wait_for
 
 WC_MAP = str(APPS / "wc_map.py")
@@ -24,7 +23,8 @@ def data(tmp_path: Path) -> Path:
     return path
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], status: int, *needles: str) -> None:
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], status: int,
+                          *needles: str) -> None:
     assert proc.returncode == status, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("hstream:")]

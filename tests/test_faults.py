@@ -24,11 +24,12 @@ from typing import Any
 
 import psutil
 import pytest
-
 from conftest import APPS, assert_same_output, pairs, read_output, reference, run_hstream, wait_for
-from hstream import protocol, streaming
-from hstream.client import Client, Outcome
-from hstream.localcluster import LocalCluster
+
+from hstream import protocol
+from hstream.cluster.client import Client, Outcome
+from hstream.cluster.localcluster import LocalCluster
+from hstream.hadoop import streaming
 
 APP = APPS / "crash_wc.py"
 MAPPER, REDUCER = f"{APP} map", f"{APP} reduce"
@@ -427,7 +428,8 @@ def test_suspended_worker_is_replaced_and_its_late_result_rejected(cluster: Clus
         stopped = time.monotonic()
         impostor.start()  # forged and stale heartbeats on its behalf must not keep it alive
         release0.touch()  # its attempt (a process of its own) finishes while the worker sleeps
-        wait_for(lambda: not cluster.workers()[victim]["alive"], 10, "the stopped worker declared dead")
+        wait_for(lambda: not cluster.workers()[victim]["alive"], 10,
+                 "the stopped worker declared dead")
         detected = time.monotonic() - stopped
         assert HEARTBEAT * MISSED * 0.9 <= detected <= HEARTBEAT * MISSED + 3, detected
         assert impostor.sent > 10
@@ -460,7 +462,8 @@ def test_manager_killed_workers_and_tasks_exit_and_nothing_is_published(cluster:
                          env={"HOLD": f"map:*:*:{cluster.tmp}/never", "MARKERS": str(marks)})
     wait_for(lambda: len(markers(marks)) == 4, 30, "four mappers running")
     family = [p for proc in cluster.local.procs[1:]
-              for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]]
+              for p in [psutil.Process(proc.pid),
+                        *psutil.Process(proc.pid).children(recursive=True)]]
     assert len(family) >= 4 * 3, "workers, task runners and mappers"
     os.kill(cluster.local.procs[0].pid, signal.SIGKILL)
     killed = time.monotonic()

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import APPS, assert_same_output, read_output, reference, run_hstream
 
 WC_MAP = str(APPS / "wc_map.py")
@@ -60,7 +59,8 @@ def test_python_wordcount(tmp_path: Path, reduces: int) -> None:
 
 def test_shell_wordcount_with_hadoop_spellings(tmp_path: Path) -> None:
     data = write(tmp_path / "in.txt", text_corpus(3, 2000))
-    mapper = write(tmp_path / "tok.sh", b"#!/bin/sh\ntr -s ' ' '\\n' | grep -v '^$' | sed 's/$/\t1/'\n")
+    mapper = write(tmp_path / "tok.sh",
+                   b"#!/bin/sh\ntr -s ' ' '\\n' | grep -v '^$' | sed 's/$/\t1/'\n")
     reducer = write(tmp_path / "sum.sh", b"#!/bin/sh\nawk -F'\\t' '{c[$1]+=$2} END {for (k in c) "
                                          b"print k \"\\t\" c[k]}'\n")
     os.chmod(mapper, 0o755)
@@ -82,8 +82,9 @@ def test_inverted_index_uses_map_input_file(tmp_path: Path) -> None:
                    b"#!/bin/sh\nname=$(basename \"$mapreduce_map_input_file\")\n"
                    b"tr -s ' ' '\\n' | grep -v '^$' | sed \"s/\\$/\t$name/\" | sort -u\n")
     reducer = write(tmp_path / "index_reduce.sh",
-                    b"#!/bin/sh\nawk -F'\\t' '$1 != k { if (NR > 1) print k \"\\t\" v; k = $1; v = $2; "
-                    b"next } { v = v \",\" $2 } END { if (NR) print k \"\\t\" v }'\n")
+                    b"#!/bin/sh\nawk -F'\\t' '$1 != k { if (NR > 1) print k \"\\t\" v; "
+                    b"k = $1; v = $2; next } { v = v \",\" $2 } "
+                    b"END { if (NR) print k \"\\t\" v }'\n")
     os.chmod(mapper, 0o755)
     os.chmod(reducer, 0o755)
     out = tmp_path / "out"

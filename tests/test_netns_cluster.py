@@ -73,7 +73,7 @@ class Cluster:
         return time.monotonic() - t0
 
     def status(self) -> dict[str, Any]:
-        from hstream import config, launcher
+        from hstream.cluster import config, launcher
         client = launcher.manager_client(config.load(str(self.ini)))
         assert client is not None, "manager is not up"
         return client.status()
@@ -178,7 +178,8 @@ def test_udp_loss_causes_no_false_death(cluster: Cluster) -> None:
     bed.udp_drop(1, 0)
     assert samples > 30
     log = (cluster.ini.parent / "work" / "manager" / "manager.log").read_text()
-    assert bed.address(1) not in "".join(l for l in log.splitlines() if "dead" in l.lower())
+    assert bed.address(1) not in "".join(line for line in log.splitlines()
+                                         if "dead" in line.lower())
     cluster.down()
 
 

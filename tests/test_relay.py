@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import APPS, assert_same_output, reference
+
 from hstream import protocol
-from hstream.client import Client
+from hstream.cluster.client import Client
+from hstream.cluster.localcluster import LocalCluster
+from hstream.hadoop.streaming import parse
 from hstream.job import Split, to_dict
-from hstream.localcluster import LocalCluster
-from hstream.streaming import parse
 
 
 def corpus(path: Path, lines: int) -> Path:
@@ -29,7 +29,8 @@ def test_job_runs_with_all_data_through_the_manager(tmp_path: Path) -> None:
                   "-reducer", str(reducer), "-numReduceTasks", "2", "-D", "mapreduce.job.maps=3"],
                  cwd=str(tmp_path))
     with LocalCluster(workers=2, shared_fs=False) as cluster:
-        outcome = Client("127.0.0.1", cluster.port, cluster.secret).run(opts.spec, open(os.devnull, "w"))
+        outcome = Client("127.0.0.1", cluster.port, cluster.secret).run(
+            opts.spec, open(os.devnull, "w"))
         log = Path(cluster.rundir, "manager.log").read_text()
     assert outcome.state == "succeeded", outcome.message
     assert_same_output(out, reference([data], str(mapper), str(reducer), tmp_path))

@@ -11,11 +11,19 @@ from dataclasses import dataclass, field
 import pytest
 
 from hstream import protocol
+from hstream.cluster.scheduler import Scheduler
+from hstream.cluster.state import (
+    Action,
+    Assign,
+    DropWorker,
+    Heartbeat,
+    JobFinished,
+    JobState,
+    Kill,
+    TaskState,
+)
 from hstream.errors import ProtocolError
 from hstream.job import JobSpec, Split, TaskResult
-from hstream.scheduler import (
-    Action, Assign, DropWorker, Heartbeat, JobFinished, JobState, Kill, Scheduler, TaskState,
-)
 
 TIMEOUT = 10.0
 

@@ -7,9 +7,10 @@ import threading
 from pathlib import Path
 
 from conftest import wait_for
-from hstream.client import Client, Outcome
-from hstream.localcluster import LocalCluster
-from hstream.streaming import parse
+
+from hstream.cluster.client import Client, Outcome
+from hstream.cluster.localcluster import LocalCluster
+from hstream.hadoop.streaming import parse
 
 
 def test_reporter_status_appears_in_job_status(tmp_path: Path) -> None:
@@ -25,7 +26,8 @@ def test_reporter_status_appears_in_job_status(tmp_path: Path) -> None:
     with LocalCluster(workers=1) as cluster:
         client = Client("127.0.0.1", cluster.port, cluster.secret)
         outcome: list[Outcome] = []
-        runner = threading.Thread(target=lambda: outcome.append(client.run(opts.spec, io.StringIO())))
+        runner = threading.Thread(
+            target=lambda: outcome.append(client.run(opts.spec, io.StringIO())))
         runner.start()
         try:
             def running() -> list[dict[str, object]]:

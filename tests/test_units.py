@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from hstream import protocol
-from hstream.command import env_name, split_command
 from hstream.errors import ProtocolError
+from hstream.hadoop.command import env_name, split_command
+from hstream.hadoop.keyfields import KeySpec
 from hstream.job import Split
-from hstream.partition import KeySpec, count_groups, partition_of, route_lines, route_sorted
-from hstream.sorting import SortOrder, Spiller, merge_command, sort_env
-from hstream.splits import compute_splits, read_split
+from hstream.task.partition import count_groups, partition_of, route_lines, route_sorted
+from hstream.task.sorting import SortOrder, Spiller, merge_command, sort_env
+from hstream.task.splits import compute_splits, read_split
 
 
 class Sink(list):
@@ -38,7 +39,7 @@ def test_splits_partition_every_line_exactly_once(tmp_path: Path) -> None:
         n = len(data)
         cuts = sorted({0, n, *(rng.randint(0, n) for _ in range(rng.randint(1, 6)))})
         got = b"".join(b"".join(read_split(Split(str(path), a, b - a), chunk=rng.randint(1, 8)))
-                       for a, b in zip(cuts, cuts[1:]))
+                       for a, b in zip(cuts, cuts[1:], strict=False))
         want = data if not data or data.endswith(b"\n") else data + b"\n"
         assert got == want, (data, cuts)
 
@@ -77,7 +78,7 @@ def test_partition_is_stable_across_runs() -> None:
 
 
 def _runs_modes() -> list[str]:
-    import hstream.partition as part
+    import hstream.task.partition as part
 
     return (["possessive"] if part._possessive_works() else []) + ["fallback"]
 
@@ -86,7 +87,7 @@ def _runs_modes() -> list[str]:
 def runs_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each way of finding key runs this Python can use: possessive regex, and the sliced
     fallback for Pythons whose possessive repeats are broken (Debian's 3.11.2)."""
-    import hstream.partition as part
+    import hstream.task.partition as part
 
     monkeypatch.setattr(part, "POSSESSIVE", request.param == "possessive")
     monkeypatch.setattr(part, "_SLICE", 1 << 30 if request.param == "possessive" else 64)
@@ -276,12 +277,12 @@ def test_command_splitting_like_hadoop() -> None:
 
 
 def test_chunks_are_recut_at_newlines_and_a_last_line_is_finished() -> None:
-    from hstream.lines import whole_lines
+    from hstream.task.lines import whole_lines
 
     rng = random.Random(11)
     data = b"".join(b"x" * rng.randint(0, 9) + b"\n" for _ in range(500)) + b"no newline"
     cuts = sorted(rng.sample(range(len(data)), 60))
-    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     out = list(whole_lines(chunks))
     assert all(c.endswith(b"\n") for c in out)
     assert b"".join(out) == data + b"\n"
@@ -290,11 +291,13 @@ def test_chunks_are_recut_at_newlines_and_a_last_line_is_finished() -> None:
 @pytest.mark.parametrize("possessive", [True, False])
 def test_key_runs_memory_does_not_grow_with_run_length(possessive: bool) -> None:
     """A backtracking regex keeps ~360 bytes per line of a run; 1M lines must stay flat."""
-    code = ("import resource, sys; import hstream.partition as P; "
+    code = ("import resource, sys; import hstream.task.partition as P; "
             f"P.POSSESSIVE = P.POSSESSIVE and {possessive}; "
             "P._SLICE = 1 << 30 if P.POSSESSIVE else 128 << 10; "
-            "from hstream.partition import KeySpec, key_runs; "
-            "buf = b'k\\t1\\n' * 1_000_000; r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "from hstream.hadoop.keyfields import KeySpec; "
+            "from hstream.task.partition import key_runs; "
+            "buf = b'k\\t1\\n' * 1_000_000; "
+            "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
             "assert {r[2] for r in key_runs(buf, KeySpec())} == {b'k'}; "
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) // 1024)")
     grown_mb = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -160,7 +160,7 @@ class LoopbackHost:
 
 
 class Testbed:
-    """N hosts in network namespaces on a private bridge; always `close()` it (a context manager)."""
+    """N hosts in network namespaces on a private bridge; always `close()` it (context manager)."""
 
     def __init__(self, d: Path, n: int, private_tmp: bool = False) -> None:
         """`private_tmp`: each host mounts its own /tmp (so `d` must not be below /tmp)."""

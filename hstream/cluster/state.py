@@ -1,0 +1,189 @@
+"""The scheduler's state and its outputs: jobs, tasks, attempts, workers, and the actions the
+manager carries out. Plain dataclasses; only `scheduler.py` changes them. Stdlib only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from hstream.job import JobSpec, MapOutput, Split, TaskResult, TaskSpec
+
+DEFAULT_MAX_ATTEMPTS = 4
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    KILLED = "killed"
+
+
+class Heartbeat(StrEnum):
+    """What a heartbeat means; only REREGISTER makes the manager act."""
+
+    OK = "ok"
+    #: A duplicate, a replay, out of order, or from an older registration: dropped.
+    STALE = "stale"
+    #: Authentic and new, but its sender is unknown or was declared dead.
+    REREGISTER = "reregister"
+
+
+# -- actions -----------------------------------------------------------------------
+
+
+@dataclass
+class Assign:
+    worker_id: str
+    spec: TaskSpec
+
+
+@dataclass
+class Kill:
+    worker_id: str
+    attempt_id: str
+
+
+@dataclass
+class JobFinished:
+    job_id: str
+    state: JobState
+    message: str = ""
+
+
+@dataclass
+class Progress:
+    job_id: str
+
+
+@dataclass
+class DropWorker:
+    worker_id: str
+    reason: str
+
+
+Action = Assign | Kill | JobFinished | Progress | DropWorker
+
+
+@dataclass
+class Attempt:
+    id: str
+    number: int
+    worker_id: str
+    started: float
+    last_progress: float
+    speculative: bool = False
+    #: How far it is (0..1) and its command's last `reporter:status:` message.
+    fraction: float = 0.0
+    status: str = ""
+    #: A reduce attempt's inputs: map index -> the map attempt whose output it fetches.
+    sources: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class FailedAttempt:
+    """One line of a failing job's message."""
+
+    attempt_id: str
+    worker_id: str
+    host: str
+    error: str
+
+
+@dataclass
+class Task:
+    kind: str
+    index: int
+    split: Split | None = None
+    state: TaskState = TaskState.PENDING
+    attempts: dict[str, Attempt] = field(default_factory=dict)  # running ones
+    next_attempt: int = 0
+    failures: int = 0
+    #: Times this map's finished output was lost to a fetch failure (each time it runs again).
+    fetch_failures: int = 0
+    failed_on: set[str] = field(default_factory=set)
+    history: list[FailedAttempt] = field(default_factory=list)
+    #: For a finished map: where its output lives.
+    output: MapOutput | None = None
+    done_worker: str | None = None
+    done_attempt: str | None = None
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    last_error: TaskResult | None = None
+    finished_at: float = 0.0
+    #: How long the winning attempt ran: what stragglers are compared with.
+    duration: float = 0.0
+
+
+@dataclass
+class Job:
+    id: str
+    spec: JobSpec
+    maps: list[Task]
+    reduces: list[Task]
+    state: JobState = JobState.QUEUED
+    submitted: float = 0.0
+    worker_failures: dict[str, int] = field(default_factory=dict)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    message: str = ""
+    #: Where attempts commit their output before the job commit publishes it.
+    staging: str = ""
+
+    def max_attempts(self, kind: str) -> int:
+        value = self.spec.conf.get(f"mapreduce.{kind}.maxattempts", DEFAULT_MAX_ATTEMPTS)
+        return max(1, int(value))
+
+    def speculative(self, kind: str) -> bool:
+        value = self.spec.conf.get(f"mapreduce.{kind}.speculative",
+                                   self.spec.conf.get("mapreduce.job.speculative", "true"))
+        return value.strip().lower() in ("true", "1", "yes")
+
+    def conf_float(self, key: str, default: float) -> float:
+        return float(self.spec.conf.get(key, default))
+
+    @property
+    def tasks(self) -> list[Task]:
+        return self.maps + self.reduces
+
+    def phase_tasks(self) -> list[Task]:
+        """Tasks that may run now: maps, then reduces once every map is done."""
+        if all(t.state is TaskState.DONE for t in self.maps):
+            return self.reduces
+        return self.maps
+
+    def progress(self) -> tuple[float, float]:
+        """Map and reduce progress: finished tasks, plus how far running ones are."""
+        def frac(tasks: list[Task]) -> float:
+            if not tasks:
+                return 1.0
+            return sum(1.0 if t.state is TaskState.DONE else
+                       max((a.fraction for a in t.attempts.values()), default=0.0)
+                       for t in tasks) / len(tasks)
+
+        return frac(self.maps), frac(self.reduces)
+
+
+@dataclass
+class WorkerInfo:
+    id: str
+    host: str
+    shuffle_port: int
+    slots: int
+    last_heartbeat: float
+    #: Changes with every registration; heartbeats name it, so a datagram from an
+    #: earlier life of the worker (or a replay of one) never counts for this one.
+    session: str = ""
+    heartbeat_seq: int = -1
+    running: set[str] = field(default_factory=set)  # attempt ids
+    alive: bool = True
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - len(self.running) if self.alive else 0

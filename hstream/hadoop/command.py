@@ -1,0 +1,139 @@
+"""Turning a `-mapper`/`-reducer` string into a process the way Hadoop Streaming does.
+
+No shell: the string is split on spaces honouring '...' and "..." quotes
+(PipeMapRed.splitArgs), the program is looked up in the task's working
+directory first and then on PATH, and every job property reaches the process
+as an environment variable with non-alphanumerics turned into `_`.
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+
+#: Commands that name Hadoop's Java classes run hstream's own Python versions.
+BUILTINS = {
+    "aggregate": "hstream.hadoop.aggregate",
+    "org.apache.hadoop.mapred.lib.aggregate.ValueAggregatorReducer": "hstream.hadoop.aggregate",
+    "org.apache.hadoop.mapred.lib.aggregate.ValueAggregatorCombiner": "hstream.hadoop.aggregate",
+    "org.apache.hadoop.mapred.lib.FieldSelectionMapReduce": "hstream.hadoop.fieldsel",
+    "org.apache.hadoop.mapred.lib.IdentityMapper": "cat",
+    "org.apache.hadoop.mapred.lib.IdentityReducer": "cat",
+}
+
+
+def split_command(command: str) -> list[str]:
+    """Split like Hadoop's splitArgs: spaces separate, quotes group, nothing else is special."""
+    args: list[str] = []
+    current: list[str] = []
+    quote = ""
+    started = False
+    for ch in command:
+        if quote:
+            if ch == quote:
+                quote = ""
+            else:
+                current.append(ch)
+        elif ch in "'\"":
+            quote, started = ch, True
+        elif ch in " \t":
+            if started or current:
+                args.append("".join(current))
+            current, started = [], False
+        else:
+            current.append(ch)
+    if started or current:
+        args.append("".join(current))
+    return args
+
+
+def is_java_builtin(command: str | None) -> bool:
+    """True for the Java classes hstream runs itself (not the identity ones, which are `cat`):
+    like Hadoop's Java reducers they write finished output lines, not streaming lines."""
+    argv = split_command(command or "")
+    return bool(argv) and BUILTINS.get(argv[0], "cat") != "cat"
+
+
+def builtin_argv(argv: list[str], kind: str) -> list[str] | None:
+    """The argv of a built-in (aggregate, field selection, identity), or None."""
+    module = BUILTINS.get(argv[0]) if argv else None
+    if module is None:
+        return None
+    if module == "cat":
+        return ["cat"]
+    return [sys.executable, "-m", module, kind, *argv[1:]]
+
+
+def resolve(command: str, cwd: str, path: str | None = None, kind: str = "map") -> list[str]:
+    """The argv to exec; FileNotFoundError/PermissionError name the program."""
+    argv = split_command(command)
+    if not argv:
+        raise FileNotFoundError("empty command")
+    builtin = builtin_argv(argv, kind)
+    if builtin is not None:
+        return builtin
+    program = argv[0]
+    if os.sep in program:
+        full = program if os.path.isabs(program) else os.path.join(cwd, program)
+        _check_executable(full, program)
+        return [os.path.abspath(full), *argv[1:]]
+    local = os.path.join(cwd, program)
+    if os.path.isfile(local):
+        _check_executable(local, program)
+        return [local, *argv[1:]]
+    found = shutil.which(program, path=path if path is not None else os.environ.get("PATH"))
+    if found is None:
+        raise FileNotFoundError(f"command not found: {program}")
+    return [found, *argv[1:]]
+
+
+def _check_executable(full: str, program: str) -> None:
+    if not os.path.isfile(full):
+        raise FileNotFoundError(f"command not found: {program}")
+    if not os.access(full, os.X_OK):
+        raise PermissionError(f"command is not executable: {program}")
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9]")
+
+
+def env_name(key: str) -> str:
+    """Hadoop's safeEnvVarName: every non-alphanumeric character becomes `_`."""
+    return _UNSAFE.sub("_", key)
+
+
+def unescape(text: str) -> bytes:
+    """A separator from the job configuration as bytes; `\\t`-style escapes are honoured
+    (a lone or unknown backslash stays a backslash)."""
+    try:
+        return text.encode("utf-8").decode("unicode_escape").encode("latin-1")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return text.encode("utf-8")
+
+
+def conf_from_env(name: str, default: str, env: dict[str, str] | None = None) -> str:
+    """A job property as a built-in sees it: every property is in the task's environment."""
+    return (os.environ if env is None else env).get(env_name(name), default)
+
+
+#: Property prefixes never truncated in the task environment (the built-ins read them there).
+WHOLE_SETTINGS = ("stream.", "mapreduce.fieldsel.", "mapreduce.output.textoutputformat.",
+                  "hstream.")
+
+
+def task_environment(conf: dict[str, str], cmdenv: dict[str, str], base: dict[str, str],
+                     truncate: int = -1) -> dict[str, str]:
+    """The environment a task's command sees: base, then the job's properties, then -cmdenv.
+
+    `stream.jobconf.truncate.limit` (`truncate`) shortens values, except the settings the
+    built-ins read from here, which are short and must arrive whole."""
+    env = dict(base)
+    for key, value in conf.items():
+        if truncate >= 0 and not key.startswith(WHOLE_SETTINGS):
+            value = value[:truncate]
+        env[env_name(key)] = value
+    env.update(cmdenv)
+    return env

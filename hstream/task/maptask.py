@@ -1,0 +1,222 @@
+"""A map attempt: split -> mapper -> sorted spills -> one sorted file per reducer.
+
+The split streams into the mapper on a feeder thread; the mapper's output fills
+`Spiller` runs (GNU sort, bounded buffer); the runs are merged once and routed
+to one sorted partition file per reducer, through `combiner | sort` when there
+is a combiner. A map-only job writes the mapper's output as its part file.
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from hstream.hadoop import command as commands
+from hstream.hadoop import keyfields
+from hstream.job import TaskResult
+from hstream.task import records, remote, shuffle
+from hstream.task.attempt import (
+    CHUNK,
+    Attempt,
+    Liveness,
+    Stopwatch,
+    TaskError,
+    close_input,
+    pump,
+    pump_lines,
+    sort_order,
+)
+from hstream.task.partition import route_lines, route_sorted
+from hstream.task.sorting import Run, SortOrder, Spiller, merge_command, sort_command, sort_env
+from hstream.task.splits import read_split
+
+
+def _feed(proc: subprocess.Popen[bytes], chunks: Iterator[bytes], attempt: Attempt,
+          total: int, errors: list[BaseException]) -> None:
+    """Stream the split into the mapper; a mapper that stops reading early is its own business."""
+    stdin = proc.stdin
+    assert stdin is not None
+    records = done = 0
+    try:
+        for data in chunks:
+            records += data.count(b"\n")
+            done += len(data)
+            stdin.write(data)
+            attempt.fraction = min(done / total, 1.0) if total else 0.0
+            attempt.progress(attempt.fraction)
+    except BrokenPipeError:
+        pass
+    except BaseException as e:  # noqa: BLE001 - reported by the main thread
+        errors.append(e)
+    finally:
+        close_input(stdin)
+        attempt.count("Map input records", records)
+        attempt.count("Bytes Read", done, "File Input Format Counters")
+
+
+def _map_input(attempt: Attempt) -> Iterator[bytes]:
+    spec = attempt.spec
+    assert spec.split is not None
+    if spec.shared_fs:
+        chunks = read_split(spec.split)
+    else:
+        chunks = remote.read_remote_split(spec.manager, attempt.secret, spec.job_id, spec.split)
+    if records.needs_record_transform(attempt.conf):
+        return records.transform_input(chunks, attempt.conf, spec.split)
+    return chunks
+
+
+def run_map(attempt: Attempt) -> TaskResult:
+    spec = attempt.spec
+    assert spec.split is not None
+    errors: list[BaseException] = []
+    proc = attempt.start(spec.command, "map", subprocess.PIPE, subprocess.PIPE)
+    feeder = threading.Thread(target=_feed, daemon=True, name="feeder",
+                              args=(proc, _map_input(attempt), attempt, spec.split.length, errors))
+    feeder.start()
+    live = Liveness(attempt, proc.pid, lambda: attempt.fraction)
+    live.start()
+    assert proc.stdout is not None
+    output_file = None
+    if spec.num_reduces == 0:
+        writer = attempt.output_writer(keyfields.map_key(attempt.conf))
+        pump(proc.stdout, writer.write, eager=True)
+        attempt.check_exit(proc, "mapper")
+        output_file = attempt.publish(writer.close())
+        attempt.count("Map output records", writer.records)
+        attempt.count("Bytes Written", writer.bytes, "File Output Format Counters")
+    else:
+        watch = Stopwatch()
+        order = sort_order(attempt.conf)
+        spiller = Spiller(order, attempt.buffer, attempt.tmp)
+        out_bytes = pump(proc.stdout, spiller.write)
+        runs = spiller.close()
+        attempt.check_exit(proc, "mapper")
+        watch.lap(f"map and sort ({len(runs)} spills)")
+        records = sum(r.records for r in runs)
+        attempt.count("Map output records", records)
+        attempt.count("Map output bytes", out_bytes)
+        attempt.count("Spilled Records", records)
+        _partition(attempt, order, runs)
+        watch.lap(f"merge and partition ({spec.num_reduces} partitions)")
+    live.stop()
+    feeder.join()
+    if errors:
+        raise TaskError(f"reading input failed: {errors[0]}")
+    attempt.user_counters()
+    return TaskResult(ok=True, counters=attempt.counters, output_file=output_file)
+
+
+def _partition(attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
+    """Merge the spills and write one sorted file per reducer into the map output dir."""
+    spec = attempt.spec
+    outdir = shuffle.map_output_dir(attempt.job_dir, spec.attempt_id)
+    os.makedirs(outdir, exist_ok=True)
+    keyed = any(r.keyed for r in runs)
+    if len(runs) > 1:
+        attempt.count("Spilled Records", sum(r.records for r in runs))
+    if spec.num_reduces == 1 and not spec.combiner:
+        _single_partition(attempt, order, runs, os.path.join(outdir, shuffle.partition_name(0)))
+    else:
+        _route(attempt, order, runs, outdir)
+    for r in runs:
+        if os.path.exists(r.path):
+            os.unlink(r.path)
+    shuffle.write_meta(outdir, keyed or spec.combiner is not None)
+
+
+def _single_partition(attempt: Attempt, order: SortOrder, runs: list[Run], path: str) -> None:
+    """One reducer: no routing at all; the run is the partition, or `sort -m` writes it."""
+    if not runs:
+        open(path, "wb").close()
+    elif len(runs) == 1:
+        os.replace(runs[0].path, path)
+    else:
+        argv = merge_command(order, runs, attempt.buffer, attempt.tmp) + [f"--output={path}.tmp"]
+        if subprocess.run(argv, env=sort_env()).returncode != 0:
+            raise TaskError("merging map output failed")
+        os.replace(path + ".tmp", path)
+
+
+def _route(attempt: Attempt, order: SortOrder, runs: list[Run], outdir: str) -> None:
+    spec = attempt.spec
+    sinks = [_PartitionSink(attempt, order, os.path.join(outdir, shuffle.partition_name(r)))
+             for r in range(spec.num_reduces)]
+    router = _router(attempt, order, sinks)
+    if len(runs) == 1:
+        with open(runs[0].path, "rb") as f:
+            pump_lines(f, router)
+    elif runs:
+        argv = merge_command(order, runs, attempt.buffer, attempt.tmp)
+        merge = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
+        assert merge.stdout is not None
+        pump_lines(merge.stdout, router)
+        if merge.wait() != 0:
+            raise TaskError(f"merging map output failed (sort status {merge.returncode})")
+    for sink in sinks:
+        sink.close()
+    if spec.combiner:
+        attempt.count("Combine input records", sum(s.records for s in sinks))
+        attempt.count("Combine output records", sum(s.combined for s in sinks))
+
+
+def _router(attempt: Attempt, order: SortOrder, sinks: list[Any]) -> Any:
+    partitioner = attempt.conf.get("hstream.partitioner", "")
+    if partitioner:
+        part_key = keyfields.partition_key(attempt.conf)
+        return lambda buf: route_lines(buf, part_key, sinks)
+    if order.comparator:
+        return lambda buf: route_lines(buf, order.key.key, sinks)
+    return lambda buf: route_sorted(buf, order.key, sinks)
+
+
+class _PartitionSink:
+    """One reducer's share of this map's output: a file, or `combiner | sort` into one."""
+
+    def __init__(self, attempt: Attempt, order: SortOrder, path: str) -> None:
+        self.path = path
+        self.records = 0
+        self.combined = 0
+        self.file = open(path + ".tmp", "wb")
+        self.combiner: subprocess.Popen[bytes] | None = None
+        self.sort: subprocess.Popen[bytes] | None = None
+        self.attempt = attempt
+        if attempt.spec.combiner:
+            argv = sort_command(order, True, 16 << 20, attempt.tmp)
+            self.sort = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.file,
+                                         env=sort_env())
+            try:
+                cargv = commands.resolve(attempt.spec.combiner, attempt.work, kind="combine")
+            except OSError as e:
+                raise TaskError(f"combiner: {e}") from None
+            self.combiner = subprocess.Popen(cargv, stdin=subprocess.PIPE, stdout=self.sort.stdin,
+                                             cwd=attempt.work, env=attempt.environment())
+            assert self.sort.stdin is not None
+            self.sort.stdin.close()
+
+    def write(self, data: bytes) -> None:
+        self.records += data.count(b"\n")
+        if self.combiner is not None:
+            assert self.combiner.stdin is not None
+            self.combiner.stdin.write(data)
+        else:
+            self.file.write(data)
+
+    def close(self) -> None:
+        if self.combiner is not None and self.sort is not None:
+            assert self.combiner.stdin is not None
+            self.combiner.stdin.close()
+            if self.combiner.wait() != 0:
+                raise TaskError(f"combiner subprocess failed with code {self.combiner.returncode}")
+            if self.sort.wait() != 0:
+                raise TaskError("sorting combiner output failed")
+        self.file.close()
+        if self.combiner is not None:
+            with open(self.path + ".tmp", "rb") as f:
+                chunks = iter(lambda: f.read(CHUNK), b"")
+                self.combined = sum(chunk.count(b"\n") for chunk in chunks)
+        os.replace(self.path + ".tmp", self.path)

@@ -1,0 +1,141 @@
+"""A reduce attempt: fetch its partition of every map -> `sort -m` -> reducer -> part file.
+
+The merge feeds the reducer through a plain pipe, so no Python touches the
+reducer's input; a second `sort -m -u` beside it counts the groups. Only when
+the reducer must see lines rewritten (another input separator) does Python sit
+in between. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from typing import Any
+
+from hstream.hadoop import command as commands
+from hstream.hadoop import keyfields
+from hstream.job import TaskResult
+from hstream.task import shuffle
+from hstream.task.attempt import (
+    CHUNK,
+    Attempt,
+    Liveness,
+    Stopwatch,
+    TaskError,
+    close_input,
+    pump,
+    pump_lines,
+    read_bytes,
+    sort_order,
+)
+from hstream.task.partition import count_groups
+from hstream.task.sorting import Run, SortOrder, merge_command, sort_env
+
+
+def run_reduce(attempt: Attempt) -> TaskResult:
+    spec = attempt.spec
+    inputs = os.path.join(attempt.root, "inputs")
+    os.makedirs(inputs, exist_ok=True)
+    watch = Stopwatch()
+    fetched = shuffle.fetch_all(spec, inputs, attempt.secret)
+    watch.lap(f"fetch ({len(spec.sources)} maps)")
+    if fetched.failed_map is not None:
+        return TaskResult(ok=False, fetch_failed_map=fetched.failed_map,
+                          error=f"could not fetch map {fetched.failed_map} output: {fetched.error}")
+    attempt.count("Reduce shuffle bytes", fetched.bytes)
+    attempt.count("Shuffled Maps", len(fetched.paths))
+    order = sort_order(attempt.conf)
+    runs = [Run(p, fetched.keyed) for p in fetched.paths]
+    argv = merge_command(order, runs, attempt.buffer, attempt.tmp) if runs else ["cat", "/dev/null"]
+    merge = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
+    assert merge.stdout is not None
+    rejoin = keyfields.reduce_input_rejoiner(attempt.conf, order.key, spec.command)
+    errors: list[BaseException] = []
+    if rejoin is None:
+        # The common case: the merge feeds the reducer through a plain pipe, no Python between.
+        proc = attempt.start(spec.command, "reduce", merge.stdout, subprocess.PIPE)
+        merge.stdout.close()
+        attempt.count("Reduce input records", fetched.records)
+        side: threading.Thread = _GroupCounter(attempt, order, runs)
+    else:
+        proc = attempt.start(spec.command, "reduce", subprocess.PIPE, subprocess.PIPE)
+        side = threading.Thread(target=_feed_reducer, daemon=True, name="feeder",
+                                args=(merge, proc, attempt, order, rejoin, errors))
+    side.start()
+    total = max(fetched.bytes, 1)
+    # Hadoop's reduce progress: a third for the copy, the rest as the merge reads its input.
+    live = Liveness(attempt, proc.pid,
+                    lambda: 1 / 3 + 2 / 3 * min(read_bytes(merge.pid) / total, 1))
+    live.start()
+    # A built-in Java reducer (aggregate, field selection) writes finished output lines.
+    writer = attempt.output_writer(keyfields.reduce_key(attempt.conf),
+                                   commands.is_java_builtin(spec.command))
+    assert proc.stdout is not None
+    pump(proc.stdout, writer.write, eager=True)
+    attempt.check_exit(proc, "reducer")
+    live.stop()
+    side.join()
+    if merge.wait() not in (0, -signal.SIGPIPE) and not errors:
+        raise TaskError(f"merging reduce input failed (sort status {merge.returncode})")
+    output_file = attempt.publish(writer.close())
+    watch.lap("merge and reduce")
+    attempt.count("Reduce output records", writer.records)
+    attempt.count("Bytes Written", writer.bytes, "File Output Format Counters")
+    attempt.user_counters()
+    shutil.rmtree(inputs, ignore_errors=True)
+    return TaskResult(ok=True, counters=attempt.counters, output_file=output_file)
+
+
+class _GroupCounter(threading.Thread):
+    """Counts reduce input groups beside the reducer: a second, C-speed `sort -m -u` over the
+    same inputs prints one line per group, so no Python touches the reducer's input."""
+
+    def __init__(self, attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
+        super().__init__(daemon=True, name="groups")
+        self.attempt = attempt
+        self.order = order
+        self.runs = runs
+
+    def run(self) -> None:
+        groups = 0
+        if self.runs:
+            keyed = [Run(r.path, True) for r in self.runs]
+            argv = merge_command(self.order, keyed, 1 << 20, self.attempt.tmp) + ["--unique"]
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
+            assert proc.stdout is not None
+            for chunk in iter(lambda: proc.stdout.read(CHUNK), b""):  # type: ignore[union-attr]
+                groups += chunk.count(b"\n")
+            proc.wait()
+        self.attempt.count("Reduce input groups", groups)
+
+
+def _feed_reducer(merge: subprocess.Popen[bytes], proc: subprocess.Popen[bytes], attempt: Attempt,
+                  order: SortOrder, rejoin: Any, errors: list[BaseException]) -> None:
+    """The slow path, for when the reducer must see lines rewritten (a different input
+    separator): Python rewrites each buffer and counts groups on the way."""
+    assert merge.stdout is not None and proc.stdin is not None
+    stdin = proc.stdin
+    records = groups = 0
+    last: bytes | None = None
+    key = order.key
+
+    def consume(buf: bytes) -> None:
+        nonlocal records, groups, last
+        records += buf.count(b"\n")
+        n, last = count_groups(buf, key, last)
+        groups += n
+        stdin.write(rejoin(buf))
+
+    try:
+        pump_lines(merge.stdout, consume)
+    except BrokenPipeError:
+        merge.kill()
+    except BaseException as e:  # noqa: BLE001
+        errors.append(e)
+    finally:
+        close_input(stdin)
+        attempt.count("Reduce input records", records)
+        attempt.count("Reduce input groups", groups)
