@@ -25,6 +25,7 @@ bench:
 
 chaos:
 	HSTREAM_CHAOS_TRIALS=$${TRIALS:-100} $(PYTHON) -m pytest -q tests -k chaos
+	HSTREAM_RESTART_TRIALS=$${TRIALS:-100} $(PYTHON) -m pytest -q tests/test_restart.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache bench/data bench/results

@@ -18,7 +18,13 @@ environment of both sides (it makes a Python mapper about 1.9x slower).
 With PEERS=1 in the environment it also runs madoop and mrjob's local runner,
 installed into bench/.venv-peers on first use.
 
+With pyspark and Java installed it also runs `hstream jar-free --runner spark` (the largest
+--reduces value) on a Spark standalone cluster on 127.0.0.1, one Worker of one core per CPU,
+started before the run; its start time is reported apart, and the row's CPU and roles include
+the executors' processes (sampled under the Workers: they are not hstream's descendants).
+
 Usage: python3 bench/run.py [--size MB] [--seed N] [--reduces 1,2] [--workers N] [--keep]
+                            [--no-spark]
 """
 
 from __future__ import annotations
@@ -76,6 +82,10 @@ def role_of(proc: psutil.Process, root: int) -> str:
     if not argv:  # a zombie: keep the role it had
         return "gone"
     text = " ".join(argv)
+    if "hstream.runners.sparktask" in text:
+        return "task(spark)"
+    if "org.apache.spark" in text or "pyspark" in text:
+        return "spark"
     if "hstream.task" in text:
         return "task(reduce)" if "_r_" in text else "task(map)"
     if "hstream.cluster.worker" in text:
@@ -285,6 +295,64 @@ def run_hstream(data: str, out: str, reduces: int, workers: int | None, env: dic
     return m
 
 
+# -- Spark ---------------------------------------------------------------------------
+
+
+def spark_missing() -> str:
+    """Why the Spark row cannot run, or "" if it can."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed (pip install -e '.[spark]')"
+    return "" if shutil.which("java") else "no java on PATH (Java 17 or later)"
+
+
+def _add_cluster(m: Measure, samplers: list[Sampler]) -> None:
+    """Add the CPU of what ran under the Spark Workers (executors, Python workers, the user's
+    commands) to the row: they are the cluster's descendants, not the hstream process's. The
+    Workers' own CPU (mostly their start-up, before the run) is left out."""
+    for sampler in samplers:
+        for (pid, _), entry in sampler.procs.items():
+            if pid == sampler.root:
+                continue
+            role = str(entry["role"]) or "other"
+            cpu, rss = float(entry["cpu"]), int(entry["rss"])  # type: ignore[call-overload]
+            m.cpu += cpu
+            m.role_cpu[role] = m.role_cpu.get(role, 0.0) + cpu
+            m.role_rss[role] = max(m.role_rss.get(role, 0), rss)
+    m.max_rss = max(m.role_rss.values(), default=0)
+
+
+def run_spark(data: str, out: str, reduces: int, env: dict[str, str],
+              logdir: str) -> tuple[Measure, float]:
+    """hstream --runner spark on a standalone cluster (a Worker of one core per CPU) started
+    beforehand; (the run, the cluster's start time). The row's CPU adds the executors'."""
+    workers = os.cpu_count() or 1
+    name = f"hstream --runner spark: {workers} workers, {reduces} reduce{'s' * (reduces > 1)}"
+    why = spark_missing()
+    if why:
+        return Measure(name, note=why), 0.0
+    sys.path.insert(0, os.path.dirname(HERE))
+    from hstream.runners.standalone import StandaloneCluster
+
+    started = time.monotonic()
+    with StandaloneCluster(os.path.join(logdir, "spark"), workers=workers, env=env) as cluster:
+        start = time.monotonic() - started
+        samplers = [Sampler(d.proc.pid) for d in cluster.worker_daemons if d is not None]
+        for sampler in samplers:
+            sampler.start()
+        argv = [*hstream_argv(), "jar-free", "--runner", "spark", "--master", cluster.url,
+                "--spark-conf", "spark.ui.enabled=false", "-input", data, "-output", out,
+                "-mapper", MAPPER, "-reducer", REDUCER, "-numReduceTasks", str(reduces)]
+        m = measure(name, argv, {**env, "PYSPARK_PYTHON": sys.executable}, HERE,
+                    os.path.join(logdir, f"spark-r{reduces}.log"))
+        for sampler in samplers:
+            sampler.stop.set()
+            sampler.join()
+        _add_cluster(m, samplers)
+    return m, start
+
+
 # -- peers ---------------------------------------------------------------------------
 
 MRJOB_SCRIPT = '''\
@@ -366,6 +434,21 @@ def table(rows: list[Measure], base: Measure) -> str:
     return "\n".join(lines)
 
 
+def spark_note(rows: list[Measure], start: float) -> str:
+    """The Spark row against the embedded cluster with as many reducers, and the pipeline."""
+    spark = next((m for m in rows if m.name.startswith("hstream --runner spark") and m.wall),
+                 None)
+    if spark is None:
+        return ""
+    reduces = spark.name.rsplit(", ", 1)[1]
+    local = next((m for m in rows if m.name.startswith("hstream:") and m.name.endswith(reduces)
+                  and m.wall), None)
+    text = f"\nSpark: wall {spark.wall / rows[0].wall:.2f}x the pipeline"
+    if local:
+        text += f", {spark.wall / local.wall:.2f}x the embedded cluster ({reduces})"
+    return text + f"; the standalone cluster took {start:.1f} s to start (not in the row)"
+
+
 def breakdown(m: Measure) -> str:
     own = ", ".join(f"{r} {_mb(m.role_rss[r])}" for r in OWN_ROLES if r in m.role_rss)
     cpu = ", ".join(f"{r} {c:.1f}" for r, c in sorted(m.role_cpu.items(), key=lambda x: -x[1])
@@ -391,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None,
                    help="local cluster workers (default: hstream's, one per CPU)")
     p.add_argument("--keep", action="store_true", help="keep the outputs in bench/results")
+    p.add_argument("--spark", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run --runner spark on a standalone cluster (default: yes; a row "
+                        "says why not if pyspark or Java is missing)")
     args = p.parse_args(argv)
     reduces = [int(r) for r in args.reduces.split(",") if r]
 
@@ -422,6 +508,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ran {m.name}: {m.wall:.1f} s", flush=True)
         rows.append(m)
         outputs[m.name] = out
+    spark_start = 0.0
+    if args.spark:
+        r = max(reduces)
+        out = os.path.join(rundir, f"spark-r{r}")
+        m, spark_start = run_spark(data, out, r, env, rundir)
+        print(f"  ran {m.name}: {m.wall:.1f} s (cluster start {spark_start:.1f} s, not counted)",
+              flush=True)
+        rows.append(m)
+        outputs[m.name] = out
     if os.environ.get("PEERS") == "1":
         for m, out in run_peers(data, inputs, rundir, env, rundir):
             print(f"  ran {m.name}: {m.wall:.1f} s", flush=True)
@@ -439,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(table(rows, base))
+    print(spark_note(rows, spark_start))
     print()
     print("where the CPU goes:")
     for m in rows:

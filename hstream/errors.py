@@ -1,13 +1,15 @@
 """The one exception type users see; the CLI turns it into one line and an exit status.
 
-Exit codes follow Hadoop Streaming's `StreamJob`: 1 job failed, 2 input path not
-found, 3 invalid configuration, 4 output exists, 5 anything else.
+Exit codes follow Hadoop Streaming's `StreamJob`: 1 job failed or a command line it cannot
+parse (its IllegalArgumentException), 3 invalid configuration, 4 output exists, 5 anything
+else, a missing input included (Hadoop 3 raises InvalidInputException, an IOException: 5).
 """
 
 from __future__ import annotations
 
 JOB_FAILED = 1
-INPUT_NOT_FOUND = 2
+USAGE = 1
+INPUT_NOT_FOUND = 5
 INVALID_CONFIG = 3
 OUTPUT_EXISTS = 4
 OTHER = 5
@@ -29,6 +31,12 @@ class ConfigError(HstreamError):
     exit_code = INVALID_CONFIG
 
 
+class UsageError(HstreamError):
+    """A command line StreamJob cannot parse: no arguments, an unknown option, a stray word."""
+
+    exit_code = USAGE
+
+
 class InputNotFound(HstreamError):
     exit_code = INPUT_NOT_FOUND
 
@@ -43,3 +51,10 @@ class JobFailed(HstreamError):
 
 class ProtocolError(HstreamError):
     """A peer sent something unauthenticated or malformed; the connection is dropped."""
+
+
+class BadMessage(ProtocolError):
+    """An authenticated message that does not match its op's schema (`hstream.messages`): that
+    one request is refused with this message; the connection and the daemon go on."""
+
+    exit_code = INVALID_CONFIG

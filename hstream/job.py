@@ -8,30 +8,47 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: The shapes of the ids the manager issues (`new_job_id`, `task_id`, `attempt_id`).
+JOB_ID = re.compile(r"job_[0-9]{1,24}_[0-9]{4,9}")
+ATTEMPT_ID = re.compile(r"attempt_[0-9]{1,24}_[0-9]{4,9}_[mr]_[0-9]{6,9}_[0-9]{1,6}")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build a dataclass from its dict form, nested dataclasses included."""
+def from_dict(cls: type[T], data: Any) -> T:
+    """Build a dataclass from its dict form, nested dataclasses included; ValueError names
+    what is missing or not an object (receivers check the schema first, see messages.py)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected an object, got {type(data).__name__}")
     kwargs = {}
-    hints = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for name, value in data.items():
-        f = hints.get(name)
-        if f is None:
+        if name not in names:
             continue
         sub = _NESTED.get((cls.__name__, name))
         if sub is not None and value is not None:
             value = ([from_dict(sub, v) for v in value] if isinstance(value, list)
                      else from_dict(sub, value))
         kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ValueError(f"{cls.__name__}: {e}") from None
+
+
+def plain_name(name: str) -> bool:
+    """A name that stays inside the directory it is joined to: no `/`, no `..`, no NUL."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
 
 
 @dataclass
@@ -74,6 +91,16 @@ class Split:
     length: int
     #: "" for plain files, "gz" or "bz2" (such files are one split each).
     codec: str = ""
+    #: The file's size and mtime when the job was submitted (-1: not recorded): reading
+    #: checks them, so a file changed under a running job fails the attempt.
+    size: int = -1
+    mtime_ns: int = -1
+    #: CombineTextInputFormat: the file ranges this one split packs together (then `path`,
+    #: `start` and `length` describe the first).
+    parts: list[Split] = field(default_factory=list)
+    #: StreamXmlRecordReader (`-inputreader`): its settings (begin, end, slowmatch, maxrec,
+    #: lookahead) and how a record reaches the mapper (key_suffix); empty for line records.
+    reader: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -139,6 +166,26 @@ def staging_dir(output: str, job_id: str) -> str:
     return os.path.join(parent, f".{name}.hstream-{job_number(job_id)}")
 
 
+_stamp_lock = threading.Lock()
+_last_ms = 0
+
+
+def cluster_stamp() -> str:
+    """What tells one manager's job ids from another's: Hadoop's cluster timestamp (ms), a new
+    millisecond for each manager in this process, then this process's id. Two managers started
+    in the same millisecond on one machine (concurrent local runs) are different processes, so
+    their ids differ; the millisecond comes first and is 13 digits, so the join is unambiguous."""
+    global _last_ms
+    with _stamp_lock:
+        _last_ms = ms = max(int(time.time() * 1000), _last_ms + 1)
+    return f"{ms}{os.getpid()}"
+
+
+def new_job_id(stamp: str, number: int) -> str:
+    """Hadoop's `job_<cluster timestamp>_<NNNN>`, with `cluster_stamp` as the timestamp."""
+    return f"job_{stamp}_{number:04d}"
+
+
 def job_number(job_id: str) -> str:
     return job_id.split("_", 1)[1]
 
@@ -155,5 +202,6 @@ _NESTED: dict[tuple[str, str], type] = {
     ("JobSpec", "files"): ShipFile,
     ("TaskSpec", "files"): ShipFile,
     ("TaskSpec", "split"): Split,
+    ("Split", "parts"): Split,
     ("TaskSpec", "sources"): MapOutput,
 }

@@ -6,24 +6,26 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import re
 import tarfile
 from pathlib import Path
 
-from conftest import APPS, read_output, run_hstream, wait_for
-from test_compat_examples import RED, job
+from conftest import APPS, assert_same_output, read_output, reference, run_hstream, wait_for
+from test_compat_examples import RED, job, parts
 
 LINES = b"one\ntwo\nthree\nfour\nfive\n"
 
 
 def test_map_output_key_fields_and_reduce_output_separators(tmp_path: Path) -> None:
-    # key = the first two '.'-fields; the reducer writes 'a.b.c' which splits after 2 fields too
+    # key = the first two '.'-fields; the reducer sees key<TAB>value (x.1<TAB>b, y<TAB>), turns
+    # TABs into dots and writes 'a.b.c', which splits after 2 fields too
     job(tmp_path, "-D", "stream.map.output.field.separator=.",
         "-D", "stream.num.map.output.key.fields=2",
         "-D", "stream.reduce.output.field.separator=.",
         "-D", "stream.num.reduce.output.key.fields=2",
-        "-input", "in.txt", "-output", "out", "-mapper", "cat", "-reducer", "cat",
+        "-input", "in.txt", "-output", "out", "-mapper", "cat", "-reducer", "tr '\\t' .",
         inputs={"in.txt": b"x.2.c\nx.1.b\ny\n"})
-    assert read_output(tmp_path / "out") == b"x.1\tb\nx.2\tc\ny\t\n"
+    assert read_output(tmp_path / "out") == b"x.1\tb\nx.2\tc\ny.\t\n"
 
 
 def test_reduce_input_separator_rejoins_key_and_value(tmp_path: Path) -> None:
@@ -60,8 +62,9 @@ def test_keyvalue_input_format_with_ignore_key(tmp_path: Path) -> None:
 
 def test_failed_attempts_are_retried_and_their_counters_dropped(tmp_path: Path) -> None:
     counter = f"{APPS / 'compat_counter.py'} fail-first"
-    proc = job(tmp_path, "-D", "mapreduce.map.maxattempts=2", "-input", "in.txt", "-output", "out",
-               "-mapper", counter, "-reducer", "cat", inputs={"in.txt": RED})
+    proc = job(tmp_path, "-D", "mapreduce.map.maxattempts=2", "-D", "mapreduce.job.maps=1",
+               "-input", "in.txt", "-output", "out", "-mapper", counter, "-reducer", "cat",
+               inputs={"in.txt": RED})
     assert "\t\tInputLines=3\n" in proc.stderr, proc.stderr  # not 6: attempt 0 failed
     assert "Failed map tasks=1" in proc.stderr
     assert read_output(tmp_path / "out") == (
@@ -87,9 +90,10 @@ def test_lazy_output_writes_no_empty_part_files(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_bytes(b"skip\nskip\n")
     (tmp_path / "in" / "b.txt").write_bytes(b"keep\n")
-    job(tmp_path, "-lazyOutput", "-input", "in", "-output", "lazy", "-mapper", "sed /skip/d",
-        "-numReduceTasks", "0")
-    job(tmp_path, "-input", "in", "-output", "eager", "-mapper", "sed /skip/d",
+    one_map_a_file = ["-D", "mapreduce.job.maps=1"]
+    job(tmp_path, "-lazyOutput", *one_map_a_file, "-input", "in", "-output", "lazy",
+        "-mapper", "sed /skip/d", "-numReduceTasks", "0")
+    job(tmp_path, *one_map_a_file, "-input", "in", "-output", "eager", "-mapper", "sed /skip/d",
         "-numReduceTasks", "0")
     assert sorted(p.name for p in (tmp_path / "lazy").glob("part-*")) == ["part-00001"]
     assert sorted(p.name for p in (tmp_path / "eager").glob("part-*")) == [
@@ -161,8 +165,9 @@ def test_unknown_options_and_properties_are_errors_naming_them(tmp_path: Path) -
     (tmp_path / "in.txt").write_bytes(b"x\n")
     base = ["-input", "in.txt", "-output", "out"]
     cases = [
-        (["-mapdebug", "x"], "-mapdebug"),
-        (["-D", "mapreduce.map.output.compress=true"], "mapreduce.map.output.compress"),
+        (["-D", "mapred.job.reduces=0"], "did you mean mapreduce.job.reduces?"),
+        (["-D", "mapred.input.format.class=com.example.Custom"], "com.example.Custom"),
+        (["-input", "s3a://bucket/logs"], "copy the data to a local or shared directory"),
         (["-D", "hstream.no.such.setting=1"], "hstream.no.such.setting"),
         (["-inputformat", "SequenceFileAsTextInputFormat"], "SequenceFileAsTextInputFormat"),
         (["-partitioner", "com.example.MyPartitioner"], "com.example.MyPartitioner"),
@@ -174,7 +179,145 @@ def test_unknown_options_and_properties_are_errors_naming_them(tmp_path: Path) -
         assert proc.returncode == 3, (extra, proc.stderr)
         assert name in proc.stderr, (extra, proc.stderr)
         assert "Traceback" not in proc.stderr
+    for extra in (["-bogus"], ["-mapper", "cat", "stray"]):  # StreamJob's usage errors
+        proc = run_hstream("jar-free", *base, *extra, cwd=tmp_path)
+        assert proc.returncode == 1 and extra[-1] in proc.stderr, (extra, proc.stderr)
+    assert run_hstream("jar-free", cwd=tmp_path).returncode == 1
     assert not (tmp_path / "out").exists()
+
+
+WORDS = b"b a\nc b a\n"
+CLUSTER_ONLY = ["-D", "mapreduce.map.java.opts=-Xmx2g", "-D", "mapred.job.queue.name=etl",
+                "-D", "yarn.nodemanager.vmem-check-enabled=false", "-D", "dfs.replication=2",
+                "-D", "mapreduce.reduce.memory.mb=2048", "-fs", "hdfs://nn:8020",
+                "-jt", "rm.example.com:8032", "-D", "mapred.job.priority=HIGH",
+                "-D", "mapreduce.map.cpu.vcores=2"]
+
+
+def test_cluster_only_settings_run_and_are_named_in_one_notice(tmp_path: Path) -> None:
+    proc = job(tmp_path, *CLUSTER_ONLY, "-input", "in.txt", "-output", "out",
+               "-mapper", "tr ' ' '\\n'", "-reducer", "uniq -c", inputs={"in.txt": WORDS})
+    assert read_output(tmp_path / "out") == b"      2 a\t\n      2 b\t\n      1 c\t\n"
+    notices = [line for line in proc.stderr.splitlines() if line.startswith("ignored")]
+    assert notices == ["ignored (no effect in hstream): -fs, -jt, mapreduce.map.java.opts, "
+                       "mapred.job.queue.name, yarn.nodemanager.vmem-check-enabled, "
+                       "dfs.replication, and 1 more (-verbose lists them)"], proc.stderr
+    proc = job(tmp_path, *CLUSTER_ONLY, "-verbose", "-fs", "file:///", "-input", "in.txt",
+               "-output", "out2", inputs={"in.txt": WORDS})
+    assert ("ignored (no effect in hstream): -jt, mapreduce.map.java.opts, mapred.job.queue.name, "
+            "yarn.nodemanager.vmem-check-enabled, dfs.replication, mapreduce.map.cpu.vcores\n"
+            in proc.stderr), proc.stderr  # -fs file:/// is what hstream does anyway
+
+
+def test_file_uris_and_missing_output_parents(tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_bytes(b"x\n")
+    job(tmp_path, "-input", f"file://{tmp_path / 'in.txt'}", "-output", "new/deeper/out",
+        "-reducer", "NONE")
+    assert read_output(tmp_path / "new" / "deeper" / "out") == b"x\t\n"
+
+
+def test_reducer_sees_key_tab_value_when_the_map_separator_differs(tmp_path: Path) -> None:
+    """With map output split on '.', Hadoop's reducer reads key, TAB (the default
+    stream.reduce.input.field.separator), value."""
+    job(tmp_path, "-D", "stream.map.output.field.separator=.",
+        "-D", "stream.num.map.output.key.fields=2", "-input", "in.txt", "-output", "out",
+        "-mapper", "cat", "-reducer", "cat", inputs={"in.txt": b"roses.are.red\nsolo\n"})
+    assert read_output(tmp_path / "out") == b"roses.are\tred\nsolo\t\n"
+
+
+def test_keyonlytext_output_and_ignoreseparator_drop_the_trailing_tab(tmp_path: Path) -> None:
+    job(tmp_path, "-D", "stream.map.output=keyonlytext", "-numReduceTasks", "0",
+        "-input", "in.txt", "-output", "out", inputs={"in.txt": b"k\tv\nsolo\n"})
+    assert read_output(tmp_path / "out") == b"k\tv\nsolo\n"
+    job(tmp_path, "-D", "mapred.textoutputformat.ignoreseparator=true", "-input", "in.txt",
+        "-output", "out2", "-reducer", "cat")
+    assert read_output(tmp_path / "out2") == b"k\tv\nsolo\n"
+
+
+def test_combine_text_input_format_packs_small_files_into_few_maps(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    for i in range(300):
+        (tmp_path / "in" / f"f{i:03d}").write_bytes(b"w%d x\n" % (i % 7) * 10)
+    proc = job(tmp_path, "-inputformat", "org.apache.hadoop.mapred.lib.CombineTextInputFormat",
+               "-D", "mapreduce.input.fileinputformat.split.maxsize=4000",
+               "-D", "stream.map.input.ignoreKey=true", "-input", "in", "-output", "out",
+               "-mapper", "tr ' ' '\\n'", "-reducer", "uniq -c")
+    assert "Launched map tasks=4" in proc.stderr, proc.stderr
+    want = reference(sorted((tmp_path / "in").iterdir()), "tr ' ' '\\n'", "uniq -c", tmp_path)
+    assert_same_output(tmp_path / "out", want)
+
+
+def test_map_count_follows_mapreduce_job_maps_for_small_inputs(tmp_path: Path) -> None:
+    lines = b"".join(b"line %d\n" % i for i in range(40))
+    proc = job(tmp_path, "-D", "mapreduce.job.maps=4", "-input", "in.txt", "-output", "out",
+               "-reducer", "NONE", inputs={"in.txt": lines})
+    assert "Launched map tasks=4" in proc.stderr
+    assert len(parts(tmp_path / "out")) == 4
+    assert b"".join(parts(tmp_path / "out")) == lines.replace(b"\n", b"\t\n")
+
+
+def test_sort_buffer_and_map_output_compression(tmp_path: Path) -> None:
+    """mapreduce.task.io.sort.mb=1 spills every megabyte (each record is spilled twice: in its
+    spill, then in the merge); mapreduce.map.output.compress shrinks what crosses the shuffle;
+    the output is the same."""
+    data = b"".join(b"key%05d value %d\n" % (i % 5000, i) for i in range(150000))
+    proc = job(tmp_path, "-D", "mapreduce.task.io.sort.mb=1", "-D", "mapreduce.job.maps=1",
+               "-D", "mapreduce.map.output.compress=true", "-numReduceTasks", "2",
+               "-input", "in.txt", "-output", "out", "-reducer", "cat", inputs={"in.txt": data})
+    counters = counter_values(proc.stderr)
+    assert counters["Spilled Records"] == 2 * counters["Map output records"] == 300000
+    assert counters["Map output materialized bytes"] < counters["Map output bytes"] // 3
+    assert counters["Reduce input records"] == 150000
+    assert_same_output(tmp_path / "out", reference([tmp_path / "in.txt"], "cat", "cat", tmp_path))
+
+
+def counter_values(stderr: str) -> dict[str, int]:
+    found = {}
+    for line in stderr.splitlines():
+        name, eq, value = line.strip().partition("=")
+        if eq and value.isdigit():
+            found[name] = int(value)
+    return found
+
+
+def test_memory_limit_fails_an_attempt_that_exceeds_it(tmp_path: Path) -> None:
+    hog = tmp_path / "hog.py"
+    hog.write_text("#!/usr/bin/env python3\nimport sys, time\nsys.stdin.read()\n"
+                   "block = b'x' * (400 << 20)\ntime.sleep(30)\n")
+    hog.chmod(0o755)
+    proc = job(tmp_path, "-D", "mapreduce.map.memory.mb=150", "-D", "mapreduce.map.maxattempts=1",
+               "-input", "in.txt", "-output", "out", "-mapper", str(hog), ok=False,
+               inputs={"in.txt": b"x\n"})
+    assert proc.returncode == 1, proc.stderr
+    assert "exceeded 150 MB of memory" in proc.stderr, proc.stderr
+
+
+def test_failed_attempt_directory_kept_and_stream_tmpdir(tmp_path: Path) -> None:
+    """keep.failed.task.files keeps a failed attempt's directory and the failure says where;
+    stream.tmpdir holds the attempts' temporary files, and nothing of them after the job."""
+    fail = tmp_path / "fail.sh"
+    fail.write_text('#!/bin/sh\ncat > seen.txt\necho "tmp is $TMPDIR" >&2\nexit 4\n')
+    fail.chmod(0o755)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    proc = job(tmp_path, "-D", "keep.failed.task.files=true", "-D", f"stream.tmpdir={scratch}",
+               "-D", "mapreduce.map.maxattempts=1", "-input", "in.txt", "-output", "out",
+               "-mapper", str(fail), ok=False, inputs={"in.txt": b"x\n"})
+    assert proc.returncode == 1
+    kept = Path(re.search(r"its directory is kept in (\S+)\)", proc.stderr).group(1))
+    assert kept.parent.parent == scratch / "hstream-kept"
+    assert (kept / "work" / "seen.txt").read_bytes() == b"x\n"
+    assert f"tmp is {scratch}/hstream-attempt_" in proc.stderr
+    assert sorted(p.name for p in scratch.iterdir()) == ["hstream-kept"]
+
+
+def test_recursive_input_directories_and_brace_globs(tmp_path: Path) -> None:
+    for rel in ("logs/a/1.txt", "logs/a/deep/2.txt", "logs/b/3.txt", "logs/c/4.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(rel.encode() + b"\n")
+    job(tmp_path, "-D", "mapreduce.input.fileinputformat.input.dir.recursive=true",
+        "-input", "logs/{a,b}", "-output", "out", "-reducer", "cat")
+    assert read_output(tmp_path / "out") == b"logs/a/1.txt\t\nlogs/a/deep/2.txt\t\nlogs/b/3.txt\t\n"
 
 
 def test_hstream_settings_are_accepted(tmp_path: Path) -> None:

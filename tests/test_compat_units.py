@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from hstream.errors import ConfigError
+from hstream.errors import ConfigError, HstreamError, InputNotFound, UsageError
 from hstream.hadoop import aggregate as agg
-from hstream.hadoop import command, fieldsel, keyfields, streaming
+from hstream.hadoop import command, fieldsel, keyfields, properties, streaming
 from hstream.hadoop.keyfields import KeySpec
+from hstream.hadoop.properties import Use
 from hstream.job import Split
-from hstream.task import records
+from hstream.task import knobs, mapcodec, records
 from hstream.task.output import OutputWriter
-from hstream.task.splits import nline_splits, read_split
+from hstream.task.splits import combine_splits, compute_splits, nline_splits, read_split
 
 # -- key fields --------------------------------------------------------------------
 
@@ -77,6 +78,12 @@ def test_reduce_input_rejoiner() -> None:
                                            KeySpec(), "cat") is None
     assert keyfields.reduce_input_rejoiner({"stream.reduce.input.field.separator": ":"}, KeySpec(),
                                            "aggregate") is None
+    # the defaults differ too: map output split on '.', reduce input joined with TAB
+    dots = {"stream.map.output.field.separator": ".", "stream.num.map.output.key.fields": "2"}
+    rejoin = keyfields.reduce_input_rejoiner(dots, keyfields.map_key(dots), "cat")
+    assert rejoin is not None and rejoin(b"roses.are.red\nsolo\n") == b"roses.are\tred\nsolo\t\n"
+    keys = keyfields.reduce_input_rejoiner({"stream.reduce.input": "keyonlytext"}, KeySpec(), "cat")
+    assert keys is not None and keys(b"k\tv\nsolo\n") == b"k\nsolo\n"
 
 
 # -- aggregate ---------------------------------------------------------------------
@@ -231,18 +238,94 @@ def test_parse_aggregate_brings_its_combiner_and_fieldsel_its_key(tmp_path: Path
 
 def test_parse_errors_name_the_culprit(tmp_path: Path) -> None:
     for args, name in ((["-bogus", "1"], "-bogus"), (["-D", "no.such.prop=1"], "no.such.prop"),
+                       (["-mapper", "cat", "stray"], "stray"), (["-input"], "-input"),
                        (["-D", "hstream.nope=1"], "hstream.nope"), (["-D", "novalue"], "novalue"),
                        (["-archives", "in.txt"], "in.txt"), (["-io", "typedbytes"], "typedbytes"),
                        (["-D", "mapreduce.partition.keycomparator.options=-k2,2x"], "-k2,2x"),
-                       (["-D", "mapred.compress.map.output=true"], "mapred.compress.map.output"),
+                       (["-D", "mapred.job.reduces=0"], "mapreduce.job.reduces"),
+                       (["-D", "mapred.input.format.class=com.example.Custom"], "Custom"),
+                       (["-D", "mapred.job.priority=URGENT"], "URGENT"),
+                       (["-D", "stream.map.output=typedbytes"], "typedbytes"),
+                       (["-inputreader", "StreamXmlRecordReader,begin=<a>"],
+                        "stream.recordreader.end"),
+                       (["-inputreader", "com.example.Reader"], "com.example.Reader"),
+                       (["-files", "s3a://bucket/map.py"], "s3a://bucket/map.py"),
                        (["-D", "hstream.speculative.lag=soon"], "hstream.speculative.lag"),
                        (["-D", "stream.map.output.field.separator=\\"],
                         "stream.map.output.field.separator"),
                        (["-D", "mapreduce.output.fileoutputformat.compress.codec=Lz4"], "Lz4"),
                        (["-D", "mapreduce.map.output.key.class=org.apache.hadoop.io.LongWritable"],
                         "LongWritable")):
-        with pytest.raises(ConfigError, match=name.replace(".", r"\.")):
+        with pytest.raises(HstreamError, match=name.replace(".", r"\.")):
             _parse(tmp_path, *args)
+
+
+def test_remote_uris_say_what_to_do_and_file_uris_are_paths(tmp_path: Path) -> None:
+    spec = _parse(tmp_path, "-input", "file:///data/a,file:/data/b", "-output", "file:///o").spec
+    streaming.require_local(spec)
+    assert (spec.inputs[1:], spec.output) == (["/data/a", "/data/b"], "/o")
+    for uri in ("hdfs://nn:8020/logs", "s3a://bucket/x", "gs://b/y"):
+        spec = _parse(tmp_path, "-input", uri).spec
+        assert spec.inputs[-1] == uri  # --runner spark reads it
+        with pytest.raises(ConfigError, match=f"-input {uri}: .*copy the data.*--runner spark"):
+            streaming.require_local(spec)
+
+
+def test_usage_errors_exit_1_as_in_streamjob(tmp_path: Path) -> None:
+    """StreamJob.run returns 1 for a command line it cannot parse; 3 stays for what hstream
+    cannot honour, 5 for a missing input (Hadoop 3's InvalidInputException)."""
+    (tmp_path / "in.txt").write_bytes(b"x\n")
+    for args in ([], ["-bogus"], ["-input", "in.txt", "-output", "o", "-mapper", "cat", "stray"],
+                 ["-input"], ["-input", "in.txt"], ["-output", "o"],
+                 ["-input", "in.txt", "-output", "o", "-files", "missing.py"],
+                 ["-input", "in.txt", "-output", "o", "-numReduceTasks", "two"]):
+        with pytest.raises(UsageError):
+            streaming.parse(args, cwd=str(tmp_path))
+    assert UsageError("x").exit_code == 1 and InputNotFound("x").exit_code == 5
+    assert ConfigError("x").exit_code == 3
+
+
+def test_property_policy(tmp_path: Path) -> None:
+    """Implemented properties take effect, Hadoop's cluster-only ones are named in the
+    notice, cluster addresses that are already true are silent, unknown names are errors."""
+    opts = _parse(tmp_path, "-D", "mapreduce.map.java.opts=-Xmx2g", "-D", "mapred.job.queue.name=q",
+                  "-D", "dfs.replication=2", "-D", "yarn.nodemanager.vmem-check-enabled=false",
+                  "-D", "mapreduce.job.reduces=2", "-D", "fs.defaultFS=file:///",
+                  "-D", "mapred.output.format.class=org.apache.hadoop.mapred.TextOutputFormat",
+                  "-fs", "hdfs://nn:8020", "-jt", "local", "-libjars", "x.jar")
+    assert opts.ignored == ["-fs", "-libjars", "mapreduce.map.java.opts", "mapred.job.queue.name",
+                            "dfs.replication", "yarn.nodemanager.vmem-check-enabled"]
+    assert opts.spec.num_reduces == 2
+    assert opts.spec.conf["mapreduce.job.queuename"] == "q"  # tasks see it under its new name
+    assert _parse(tmp_path, "-fs", "file:///", "-jt", "local").ignored == []
+    for name, hint in (("mapred.job.reduces", "mapreduce.job.reduces"),
+                       ("stream.map.output.field.seperator", "stream.map.output.field.separator"),
+                       ("mapreduce.job.queue", "mapreduce.job.queuename")):
+        with pytest.raises(ConfigError, match=f"unknown property: {name} \\(did you mean {hint}"):
+            _parse(tmp_path, "-D", f"{name}=1")
+    assert properties.classify("hstream.sort.buffer.bytes", "1").use is Use.IMPLEMENTED
+    # a cluster's own classes are the cluster's business; a job's text classes are no news
+    assert properties.classify("yarn.resourcemanager.scheduler.class", "x.Fair").use is Use.IGNORED
+    assert properties.classify("mapreduce.job.inputformat.class",
+                               "org.apache.hadoop.mapreduce.lib.input.TextInputFormat").use is (
+        Use.SILENT)
+    assert properties.classify("keep.failed.task.files", "true").name == (
+        "mapreduce.task.files.preserve.failedtasks")
+
+
+def test_task_environment_holds_hadoops_defaults_and_old_names() -> None:
+    """What PipeMapRed exports: every property, defaults included and `${var}` expanded, each
+    set property under its old names too, and what StreamJob sets for a text job."""
+    view = properties.job_view({"mapreduce.job.reduces": "7", "hadoop.tmp.dir": "/x"})
+    assert view["mapreduce.task.io.sort.factor"] == "10"
+    assert view["mapred.reduce.tasks"] == "7"
+    assert view["mapreduce.cluster.local.dir"] == "/x/mapred/local"
+    assert view["mapreduce.map.output.key.class"] == "org.apache.hadoop.io.Text"
+    assert view["mapred.output.format.class"] == "org.apache.hadoop.mapred.TextOutputFormat"
+    assert view["mapreduce.jobtracker.address"] == "local"
+    assert "${" not in view["yarn.resourcemanager.address"]
+    env = command.task_environment(view, {}, {})
+    assert len(env) > 1500 and sum(len(k) + len(v) for k, v in env.items()) < 256 << 10
 
 
 def test_conf_file(tmp_path: Path) -> None:
@@ -276,3 +359,115 @@ def test_output_writer_raw_and_deflate(tmp_path: Path) -> None:
     assert zlib.decompress(Path(path).read_bytes()) == b"no tab\nk\tv\n"
     w = OutputWriter(str(tmp_path / "p2"), KeySpec(), b"\t", "", lazy=True)
     assert w.close() is None and not (tmp_path / "p2").exists()
+
+
+def test_split_counts_follow_hadoops_goal_size(tmp_path: Path) -> None:
+    """FileInputFormat: goal = total / mapreduce.job.maps (2 by default), capped by the block
+    size and raised to split.minsize; the last split may be 10 % over (SPLIT_SLOP)."""
+    f = tmp_path / "in.txt"
+    f.write_bytes(b"symlink1/cacheArchive1\nsymlink2/cacheArchive2")  # 45 bytes
+    assert [(s.start, s.length) for s in compute_splits([str(f)], 2)] == [(0, 22), (22, 23)]
+    assert len(compute_splits([str(f)], 5)) == 5
+    assert len(compute_splits([str(f)], 2, {"mapreduce.input.fileinputformat.split.minsize":
+                                            "100"})) == 1
+    assert len(compute_splits([str(f)], 1, {"fs.local.block.size": "10"})) == 5
+    assert len(compute_splits([str(f)], 1, {"mapreduce.input.fileinputformat.split.maxsize":
+                                            "15"})) == 3
+
+
+def test_combine_splits_pack_small_files_and_cut_big_ones(tmp_path: Path) -> None:
+    files = []
+    for i in range(50):
+        files.append(tmp_path / f"f{i:02d}")
+        files[-1].write_bytes(b"line\n" * 20)  # 100 bytes each
+    big = tmp_path / "big"
+    big.write_bytes(b"x\n" * 600)  # 1200 bytes
+    conf = {"hstream.inputformat": "CombineTextInputFormat",
+            "mapreduce.input.fileinputformat.split.maxsize": "1000"}
+    splits = combine_splits([str(p) for p in [*files, big]], conf)
+    assert [len(s.parts) for s in splits] == [10, 10, 10, 10, 10, 2]
+    assert sum(s.length for s in splits) == 50 * 100 + 1200
+    assert [(p.start, p.length) for p in splits[-1].parts] == [(0, 600), (600, 600)]
+    assert len(combine_splits([str(p) for p in files], {})) == 1  # no maxsize: up to a block
+
+
+def test_combined_split_feeds_each_file_with_its_own_offsets(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"one\ntwo\n")
+    b.write_bytes(b"three\n")
+    [split] = combine_splits([str(a), str(b)], {})
+    conf = {"hstream.inputformat": "CombineTextInputFormat"}  # ignoreKey is false, as in Hadoop
+    assert b"".join(records.map_input(split, conf, read_split)) == b"0\tone\n4\ttwo\n0\tthree\n"
+    conf["stream.map.input.ignoreKey"] = "true"
+    assert b"".join(records.map_input(split, conf, read_split)) == b"one\ntwo\nthree\n"
+
+
+XML = (b"<doc><x>CDATA[ <page>no</page> ]]></x><page>a\n1</page> <page>b</page>\n"
+       b"<page>c</page><page>unfinished")
+
+
+@pytest.mark.parametrize("slowmatch", ["false", "true"])
+def test_xml_records_are_read_once_whatever_the_splits(tmp_path: Path, slowmatch: str) -> None:
+    """StreamXmlRecordReader: a split owns the records that begin in it, reads on past its end
+    to the end tag, and drops a record that never ends. slowmatch skips tags inside CDATA."""
+    f = tmp_path / "in.xml"
+    f.write_bytes(XML)
+    conf = {"stream.recordreader.class": records.XML_READER, "stream.recordreader.begin": "<page>",
+            "stream.recordreader.end": "</page>", "stream.recordreader.slowmatch": slowmatch}
+    want = [b"<page>a\n1</page>", b"<page>b</page>", b"<page>c</page>"]
+    if slowmatch == "false":
+        want.insert(0, b"<page>no</page>")
+    for size in (1, 5, 13, 40, len(XML)):
+        splits = compute_splits([str(f)], len(XML) // size + 1, {"fs.local.block.size": str(size)})
+        for split in splits:
+            split.reader = records.reader_settings(conf)
+        got = b"".join(b"".join(records.map_input(s, conf, read_split)) for s in splits)
+        assert got.split(b"\t\n")[:-1] == want, size
+
+
+def test_xml_reader_settings_follow_textinputwriter() -> None:
+    base = {"stream.recordreader.class": records.XML_READER, "stream.recordreader.begin": "<a>",
+            "stream.recordreader.end": "</a>"}
+    assert records.reader_settings(base)["tail"] == "\t\n"  # key, separator, empty value
+    assert records.reader_settings(base)["lookahead"] == "100000"  # 2 * maxrec
+    assert records.reader_settings({**base, "stream.map.input": "keyonlytext"})["tail"] == "\n"
+    ignore = records.reader_settings({**base, "stream.map.input.ignoreKey": "true"})
+    assert (ignore["key"], ignore["tail"]) == ("", "\n")  # the (empty) value only
+    assert records.reader_settings({}) == {}
+
+
+@pytest.mark.parametrize("codec", ["org.apache.hadoop.io.compress.DefaultCodec",
+                                   "org.apache.hadoop.io.compress.GzipCodec",
+                                   "org.apache.hadoop.io.compress.BZip2Codec",
+                                   "org.apache.hadoop.io.compress.SnappyCodec"])
+def test_map_output_compression_round_trip(tmp_path: Path, codec: str) -> None:
+    data = b"".join(b"word%d\t1\n" % (i % 97) for i in range(20000))
+    (tmp_path / "part-00000").write_bytes(data)
+    conf = {"mapreduce.map.output.compress": "true", "mapreduce.map.output.compress.codec": codec}
+    size = mapcodec.compress_partitions(str(tmp_path), conf)
+    assert size is not None and size == (tmp_path / "part-00000").stat().st_size < len(data) // 4
+    assert mapcodec.decompress_fetched([str(tmp_path / "part-00000")], conf) == 20000
+    assert (tmp_path / "part-00000").read_bytes() == data
+    assert mapcodec.compress_partitions(str(tmp_path), {}) is None
+
+
+def test_attempt_knobs() -> None:
+    assert knobs.sort_buffer({"mapreduce.task.io.sort.mb": "10"}) == 10 << 20
+    assert knobs.sort_buffer({"mapreduce.task.io.sort.mb": "10",
+                              "hstream.sort.buffer.bytes": "5"}) == 5
+    assert knobs.memory_mb({"mapreduce.map.memory.mb": "-1"}, "map") == 0
+    assert knobs.memory_mb({"mapreduce.reduce.memory.mb": "512"}, "reduce") == 512
+    assert knobs.with_ulimit(["cat"], {}, "map") == ["cat"]
+    argv = knobs.with_ulimit(["cat"], {"mapred.child.ulimit": "1024"}, "reduce")
+    assert argv[:2] == ["/bin/sh", "-c"] and argv[-2:] == ["1024", "cat"]
+
+
+def test_keyonlytext_and_ignoreseparator_write_lines_as_they_are() -> None:
+    assert keyfields.writes_keys_only({"stream.reduce.output": "keyonlytext"}, "reduce")
+    assert keyfields.writes_keys_only({"stream.map.output": "keyonlytext"}, "map")
+    assert not keyfields.writes_keys_only({"stream.map.output": "keyonlytext"}, "reduce")
+    ignore = {"mapred.textoutputformat.ignoreseparator": "true"}
+    assert keyfields.writes_keys_only(ignore, "reduce")
+    assert not keyfields.writes_keys_only({**ignore, "stream.num.reduce.output.key.fields": "2"},
+                                          "reduce")
+    assert keyfields.map_key({"stream.map.output": "keyonlytext"}).key(b"a\tb") == b"a\tb"

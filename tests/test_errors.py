@@ -36,7 +36,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], status: int,
 def test_missing_input(tmp_path: Path) -> None:
     proc = run_hstream("jar-free", "-input", str(tmp_path / "nope"), "-output",
                        str(tmp_path / "out"), "-mapper", "cat", cwd=tmp_path)
-    assert_one_line_error(proc, 2, "input path does not exist", "nope")
+    assert_one_line_error(proc, 5, "input path does not exist", "nope")
     assert not (tmp_path / "out").exists()
 
 
@@ -61,26 +61,31 @@ def test_command_not_found(tmp_path: Path, data: Path, option: str) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_mapper_not_executable(tmp_path: Path, data: Path) -> None:
+def test_mapper_without_execute_bit_runs_and_stays_as_it_was(tmp_path: Path, data: Path) -> None:
+    """As on Hadoop, which makes a relative program executable: the task's copy, never the
+    user's file."""
     script = tmp_path / "map.py"
-    script.write_text("print('x')\n")
+    script.write_text("#!/usr/bin/env python3\nprint('x')\n")
     script.chmod(0o644)
     proc = run_hstream("jar-free", "-input", str(data), "-output", str(tmp_path / "out"),
-                       "-mapper", str(script), cwd=tmp_path)
-    assert_one_line_error(proc, 3, "mapper is not executable", "map.py")
+                       "-mapper", str(script), "-reducer", "NONE", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "part-00000").read_bytes() == b"x\t\n"
+    assert script.stat().st_mode & 0o777 == 0o644
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["-bogus", "x"], "unknown option: -bogus"),
-    (["--frobnicate"], "unknown option: --frobnicate"),
-    (["-D", "mapreduce.made.up=1"], "unsupported property: mapreduce.made.up"),
-    (["-numReduceTasks", "two"], "-numReduceTasks must be a whole number"),
-    (["-D", "nokey"], "property must be KEY=VALUE"),
+@pytest.mark.parametrize("args,status,needle", [
+    (["-bogus", "x"], 1, "unknown option: -bogus"),  # StreamJob's usage errors: exit 1
+    (["--frobnicate"], 1, "unknown option: --frobnicate"),
+    (["-numReduceTasks", "two"], 1, "-numReduceTasks must be a whole number"),
+    (["-D", "mapreduce.made.up=1"], 3, "unknown property: mapreduce.made.up"),
+    (["-D", "nokey"], 3, "property must be KEY=VALUE"),
 ])
-def test_bad_options(tmp_path: Path, data: Path, args: list[str], needle: str) -> None:
+def test_bad_options(tmp_path: Path, data: Path, args: list[str], status: int,
+                     needle: str) -> None:
     proc = run_hstream("jar-free", "-input", str(data), "-output", str(tmp_path / "out"),
                        "-mapper", "cat", *args, cwd=tmp_path)
-    assert_one_line_error(proc, 3, needle)
+    assert_one_line_error(proc, status, needle)
     assert not (tmp_path / "out").exists()
 
 
@@ -94,7 +99,7 @@ def test_failing_mapper_fails_the_job_with_its_stderr(tmp_path: Path, data: Path
                        cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert re.search(r"task task_\d+_\d+_m_000000 \(map 0\) failed 2 times", proc.stderr)
+    assert re.search(r"task task_\d+_\d+_m_00000\d \(map \d\) failed 2 times", proc.stderr)
     assert "command: boom.sh" in proc.stderr
     assert "exit status: 3" in proc.stderr
     assert "something broke: disk on fire" in proc.stderr

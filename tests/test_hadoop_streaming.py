@@ -88,7 +88,7 @@ MAP = f"{TR_APP} . \\n"  # makeJavaCommand(TrApp.class, {".", "\\n"}): like tr .
 REDUCE = f"{UNIQ_APP} R"  # makeJavaCommand(UniqApp.class, {"R"}): uniq, each line prefixed R
 OUTPUT_EXPECT = "Rare\t\nRblue\t\nRbunnies\t\nRpink\t\nRred\t\nRroses\t\nRviolets\t\n"
 
-FAILS_IN_HSTREAM = "issue 10: "  # prefix of every xfail reason
+OUT_OF_SCOPE = "out of scope: "  # prefix of every xfail reason
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,17 +178,10 @@ def test_streaming_command_line(tmp_path: Path) -> None:
     assert_output(OUTPUT_EXPECT, slurp(tmp_path / "out" / "part-00000"))
 
 
-HARNESS_REASON = (FAILS_IN_HSTREAM + "hstream refuses the property (exit 3, 'unsupported "
-                  "property: {}'); Hadoop accepts it and runs the job")
-
-
 @pytest.mark.parametrize("jobconf", [
-    pytest.param("mapreduce.task.files.preserve.failedtasks=true", marks=pytest.mark.xfail(
-        strict=True, reason=HARNESS_REASON.format("mapreduce.task.files.preserve.failedtasks"))),
-    pytest.param("stream.tmpdir=/tmp", marks=pytest.mark.xfail(
-        strict=True, reason=HARNESS_REASON.format("stream.tmpdir"))),
-    pytest.param("mapreduce.task.io.sort.mb=10", marks=pytest.mark.xfail(
-        strict=True, reason=HARNESS_REASON.format("mapreduce.task.io.sort.mb"))),
+    "mapreduce.task.files.preserve.failedtasks=true",
+    "stream.tmpdir=/tmp",
+    "mapreduce.task.io.sort.mb=10",
 ])
 def test_streaming_command_line_with_the_harness_jobconfs(tmp_path: Path, jobconf: str) -> None:
     """TestStreaming.testCommandLine with one of the -jobconf settings Hadoop's tests add to their
@@ -199,12 +192,6 @@ def test_streaming_command_line_with_the_harness_jobconfs(tmp_path: Path, jobcon
     assert_output(OUTPUT_EXPECT, slurp(tmp_path / "out" / "part-00000"))
 
 
-@pytest.mark.xfail(strict=True, reason=FAILS_IN_HSTREAM + (
-    "the map task environment lacks mapreduce_cluster_local_dir, "
-    "mapreduce_map_output_key_class=org.apache.hadoop.io.Text, "
-    "mapreduce_map_output_value_class=org.apache.hadoop.io.Text, mapreduce_task_io_sort_factor "
-    "and map_input_length (= mapreduce_map_input_length), so TrApp exits 1 and the job fails "
-    "(exit 1)"))
 def test_trapp_sees_the_job_configuration(tmp_path: Path) -> None:
     """TestStreaming.testCommandLine, with TrApp.testParentJobConfToEnvVars: the mapper checks
     that the job configuration and the split reached its environment, and fails if not."""
@@ -239,10 +226,6 @@ def test_gzip_input(tmp_path: Path) -> None:
     assert_output(OUTPUT_EXPECT, slurp(tmp_path / "out" / "part-00000"))
 
 
-@pytest.mark.xfail(strict=True, reason=FAILS_IN_HSTREAM + (
-    "a missing -input path exits 2 ('input path does not exist'); Hadoop's test expects 5: "
-    "its job submission fails with InvalidInputException, an IOException that is not a "
-    "FileNotFoundException"))
 def test_streaming_failure(tmp_path: Path) -> None:
     """TestStreamingFailure.testCommandLine: a job whose input file does not exist exits 5."""
     (tmp_path / "input.txt").write_bytes(INPUT.encode())  # createInput() still writes it
@@ -251,10 +234,6 @@ def test_streaming_failure(tmp_path: Path) -> None:
     assert proc.returncode == 5, f"exit {proc.returncode}:\n{proc.stderr[-2000:]}"
 
 
-@pytest.mark.xfail(strict=True, reason=FAILS_IN_HSTREAM + (
-    "hstream refuses stream.reduce.input=keyonlytext and stream.reduce.output=keyonlytext "
-    "(exit 3, 'unsupported property: stream.reduce.input'); Hadoop writes only the keys to "
-    "the reducer and writes its lines without the trailing TAB"))
 def test_streaming_output_only_keys(tmp_path: Path) -> None:
     """TestStreamingOutputOnlyKeys.testOutputOnlyKeys: with keyonlytext reduce input and output,
     the output is TestStreaming's without TABs."""
@@ -263,9 +242,6 @@ def test_streaming_output_only_keys(tmp_path: Path) -> None:
     assert_output(OUTPUT_EXPECT.replace("\t", ""), slurp(tmp_path / "out" / "part-00000"))
 
 
-@pytest.mark.xfail(strict=True, reason=FAILS_IN_HSTREAM + (
-    "hstream has no -inputreader (exit 3, 'unknown option: -inputreader'); Hadoop reads each "
-    "<xmltag>…</xmltag> as one record with StreamXmlRecordReader"))
 def test_stream_xml_record_reader(tmp_path: Path) -> None:
     """TestStreamXmlRecordReader.testCommandLine: -inputreader StreamXmlRecordReader, mapper
     cat, no reducer."""
@@ -284,10 +260,6 @@ PERL_MAPPER = "perl -n -a -e 'print join(qq(\\n), map { qq($_\\t1) } @F), qq(\\n
 PERL_REDUCER = "perl -n -a -e '$freq{$F[0]}++; END { print qq(is\\t$freq{is}\\n); }'"
 
 
-@pytest.mark.xfail(strict=True, reason=FAILS_IN_HSTREAM + (
-    "hstream has no -inputreader (exit 3, 'unknown option: -inputreader'), nor "
-    "fs.local.block.size "
-    "(the split size these tests set); Hadoop reads <line>…</line> records across the splits"))
 @pytest.mark.parametrize("method, block_size, slowmatch", [
     ("testStreamXmlMultiInnerFast", 60, "false"),
     ("testStreamXmlMultiOuterFast", 80, "false"),
@@ -310,10 +282,9 @@ def test_stream_xml_multiple_records(tmp_path: Path, method: str, block_size: in
     assert_output("is\t3\n", slurp(tmp_path / "out" / "part-00000"))
 
 
-@pytest.mark.xfail(strict=True, reason=FAILS_IN_HSTREAM + (
-    "the task's working directory has no job.jar: /bin/ls writes 'ls' (hstream ships the "
-    "mapper, /bin/ls, into it) and 'sidefile'; Hadoop unpacks the job jar in every task's "
-    "working directory, so its ls lists job.jar and sidefile"))
+@pytest.mark.xfail(strict=True, reason=OUT_OF_SCOPE + (
+    "hstream has no job jar: Hadoop links its job.jar into every task's working directory, so "
+    "its ls lists job.jar and sidefile; hstream's lists sidefile (and ls, the shipped mapper)"))
 def test_file_args(tmp_path: Path) -> None:
     """TestFileArgs.testCommandLine: a file shipped with -file is in the task's working
     directory, which /bin/ls (a map-only job on an empty input) lists: job.jar and sidefile."""
@@ -332,11 +303,6 @@ def _zip(name: str, data: bytes) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.xfail(strict=True, reason=FAILS_IN_HSTREAM + (
-    "with mapreduce.job.maps=2 hstream makes one map for the 45-byte input (it never cuts a "
-    "split under 1 MiB), so one `xargs cat` reads both files and the output is "
-    "'HADOOPHADOOP\\t'; Hadoop cuts two splits (goal size 22 bytes), each mapper cats one "
-    "file, and the output is 'HADOOP\\t' twice"))
 def test_multiple_archive_files(tmp_path: Path) -> None:
     """TestMultipleArchiveFiles.testCommandLine: two -cacheArchive zips unpacked under their
     #symlink names; xargs cat reads one file from each."""
@@ -420,13 +386,6 @@ def _run_streaming_separator(tmp: Path, *extra: str) -> None:
     assert slurp(out / "part-00000") == SEPARATOR_OUTPUT
 
 
-@pytest.mark.xfail(strict=True, reason=FAILS_IN_HSTREAM + (
-    "the reduce task environment lacks mapreduce_jobtracker_address=local, "
-    "mapreduce_cluster_local_dir, "
-    "mapred_output_format_class=org.apache.hadoop.mapred.TextOutputFormat, "
-    "mapreduce_job_output_key_class=org.apache.hadoop.io.Text, "
-    "mapreduce_job_output_value_class=org.apache.hadoop.io.Text and "
-    "mapreduce_task_io_sort_factor, so TrAppReduce exits 1 and the job fails (exit 1)"))
 def test_trappreduce_sees_the_job_configuration(tmp_path: Path) -> None:
     """TestStreamingSeparator.testCommandLine, with TrAppReduce.testParentJobConfToEnvVars: the
     reducer checks that the job configuration reached its environment, and fails if not."""
@@ -487,11 +446,7 @@ def test_stream_reduce_none(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("with_skip_setting", [
-    pytest.param(True, id="as-in-hadoop", marks=pytest.mark.xfail(
-        strict=True, reason=FAILS_IN_HSTREAM + (
-            "hstream refuses stream.minRecWrittenToEnableSkip_ (exit 3, 'unsupported "
-            "property: stream.minRecWrittenToEnableSkip_'), which Hadoop's test sets to 0 in "
-            "the job's Configuration"))),
+    pytest.param(True, id="as-in-hadoop"),
     pytest.param(False, id="without-stream.minRecWrittenToEnableSkip_"),
 ])
 def test_unconsumed_input(tmp_path: Path, with_skip_setting: bool) -> None:
@@ -569,11 +524,7 @@ STATUS_EXPECTED_OUTPUT = " ".join(str(i) for i in range(1500, 0, -1))
     pytest.param("map", False, id="map-nonempty"),
     pytest.param("reduce", False, id="reduce-nonempty"),
     pytest.param("map", True, id="map-empty"),
-    pytest.param("reduce", True, id="reduce-empty", marks=pytest.mark.xfail(
-        strict=True, reason=FAILS_IN_HSTREAM + (
-            "with no reduce input hstream still counts the reducer's reporter:counter lines "
-            "(myOwnCounter=2); Hadoop ignores the reporting of a reducer that got no input "
-            "(myOwnCounter=0)"))),
+    pytest.param("reduce", True, id="reduce-empty"),
 ])
 def test_streaming_status_reporting(tmp_path: Path, task_type: str,
                                     is_empty_input: bool) -> None:
@@ -600,10 +551,10 @@ def test_streaming_status_reporting(tmp_path: Path, task_type: str,
     assert find_counter(proc.stderr, "myOwnCounterGroup", "myOwnCounter") == expected_counter
 
 
-@pytest.mark.xfail(strict=True, reason=FAILS_IN_HSTREAM + (
-    "-background without a running cluster exits 3 ('-background needs a running cluster "
-    "(hstream cluster up)'); Hadoop's local job runner submits the job in the background "
-    "and exits 0"))
+@pytest.mark.xfail(strict=True, reason=OUT_OF_SCOPE + (
+    "-background submits to a running cluster (hstream cluster up; tested in "
+    "test_compat_options.py); without one it exits 3, since the embedded cluster lives only as "
+    "long as the command, while Hadoop's test submits to its MiniMRCluster"))
 def test_streaming_background(tmp_path: Path) -> None:
     """TestStreamingBackground.testBackgroundSubmitOk: -background submits a slow job (10 s per
     line in mapper and reducer) and returns 0 at once; the test then kills the job."""
@@ -619,11 +570,7 @@ def test_streaming_background(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, expected", [
-    pytest.param([], 1, id="no-arguments", marks=pytest.mark.xfail(
-        strict=True, reason=FAILS_IN_HSTREAM + (
-            "with no arguments hstream exits 3 ('missing required option: -input'); Hadoop's "
-            "StreamJob.run returns 1 (its IllegalArgumentException 'Required argument: "
-            "-input')"))),
+    pytest.param([], 1, id="no-arguments"),
     pytest.param(["-help"], 0, id="-help"),
     pytest.param(["-info"], 0, id="-info"),
 ])
@@ -634,11 +581,6 @@ def test_stream_job_options(tmp_path: Path, args: list[str], expected: int) -> N
     assert proc.returncode == expected, f"exit {proc.returncode}:\n{proc.stderr[-2000:]}"
 
 
-@pytest.mark.xfail(strict=True, reason=FAILS_IN_HSTREAM + (
-    "an unexpected extra argument exits 3 ('unexpected argument: dummy'); in Hadoop it is an "
-    "IllegalArgumentException "
-    "('Found 1 unexpected arguments on the command line'), which the command line (StreamJob.run)"
-    " turns into exit 1"))
 def test_create_job_with_extra_args(tmp_path: Path) -> None:
     """TestStreamJob.testCreateJobWithExtraArgs: a stray word after -mapper's command is
     refused (IllegalArgumentException; exit 1 from the command line, as StreamJob.run returns 1
@@ -648,10 +590,6 @@ def test_create_job_with_extra_args(tmp_path: Path) -> None:
     assert proc.returncode == 1, f"exit {proc.returncode}:\n{proc.stderr[-2000:]}"
 
 
-@pytest.mark.xfail(strict=True, reason=FAILS_IN_HSTREAM + (
-    "hstream refuses mapred.map.child.ulimit (exit 3, 'unsupported property: "
-    "mapred.map.child.ulimit'); Hadoop runs "
-    "the mapper under `ulimit -v 786432`"))
 def test_ulimit(tmp_path: Path) -> None:
     """TestUlimit.testCommandLine: with mapred.map.child.ulimit=786432 (KB), UlimitApp's
     `ulimit -v` prints 786432."""

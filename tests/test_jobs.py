@@ -202,6 +202,7 @@ def test_task_environment_has_hadoop_variables(tmp_path: Path) -> None:
     os.chmod(mapper, 0o755)
     out = tmp_path / "out"
     proc = run_hstream("jar-free", "-D", "mapreduce.job.reduces=1", "-cmdenv", "MY_VAR=hello",
+                       "-D", "mapreduce.job.maps=1",
                        "-input", str(data), "-output", str(out), "-mapper", str(mapper),
                        "-reducer", "NONE", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

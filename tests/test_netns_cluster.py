@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, assert_same_output, reference, require, wait_for
 from testbed import Testbed as Bed
-from testbed import have_netns, write_ini
+from testbed import have_netns, public_dir, system_user, write_ini
 
 EXAMPLE = ROOT / "examples" / "wordcount"
 REDUCER = str(EXAMPLE / "reduce.sh")
@@ -138,6 +138,24 @@ def test_wordcount_across_three_hosts(cluster: Cluster, data: Path, tmp_path: Pa
     cluster.down()
 
 
+def test_example_gallery_on_three_hosts(cluster: Cluster, tmp_path: Path) -> None:
+    """Every example's Makefile at once (`make -j3`): their jobs queue on the namespace cluster,
+    and each example's output equals its serial pipeline."""
+    from test_examples import NAMES, copy_gallery, jobs_run, make
+    cluster.up()
+    gallery = copy_gallery(tmp_path)
+    try:
+        proc = make(gallery, "-j3", "-O", env={"HSTREAM_CONFIG": str(cluster.ini)}, timeout=900)
+    except subprocess.TimeoutExpired as e:
+        jobs = [(j["id"], j["state"], j["running"]) for j in cluster.status()["jobs"]]
+        pytest.fail(f"the gallery took over 900 s; jobs: {jobs}; output: {str(e.stdout)[-2000:]}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("ok: ") >= len(NAMES), proc.stdout
+    succeeded = [j for j in cluster.status()["jobs"] if j["state"] == "succeeded"]
+    assert len(succeeded) == jobs_run(proc), "a job ran somewhere else than on the cluster"
+    cluster.down()
+
+
 @pytest.mark.parametrize("failure", ["kill", "cut"])
 def test_host_lost_mid_job(cluster: Cluster, data: Path, tmp_path: Path, failure: str) -> None:
     """A host that crashes (EOF) or goes silent (heartbeat timeout): same output."""
@@ -227,3 +245,73 @@ def test_hosts_without_shared_filesystem(tmp_path: Path, data: Path) -> None:
                 wait_for(lambda i=i: not bed.hstream_pids(i), 10, f"host {i} to be empty")
     finally:
         shutil.rmtree(keys_dir, ignore_errors=True)
+
+
+TASK_USER = "hstask"
+WHO_MAP = """#!/bin/sh
+id -u > "$UID_DIR/$mapreduce_task_attempt_id"
+exec {python} {mapper}
+"""
+
+
+def test_tasks_run_as_task_user(bed: Bed, data: Path) -> None:
+    """Workers run as root, `[workers] task_user` runs every task as that unprivileged user
+    (shared_fs = yes: the worker hands each attempt its output directory); same output."""
+    require(shutil.which("useradd") is not None, "needs useradd")
+    require(os.path.exists("/usr/bin/python3"), "needs /usr/bin/python3 (a python the task "
+            "user can run: this one lives below /root)")
+    with system_user(TASK_USER) as user, public_dir("hstream-taskuser-") as pub:
+        shutil.copytree(data / "input", pub / "input")
+        (pub / "uids").mkdir(mode=0o777)
+        (pub / "uids").chmod(0o777)
+        who = pub / "whomap.sh"
+        who.write_text(WHO_MAP.format(python="/usr/bin/python3", mapper=EXAMPLE / "map.py"))
+        who.chmod(0o755)
+        ini = write_ini(pub / "cluster.ini", manager=bed.manager_address,
+                        hosts=[f"root@{bed.address(i)}" for i in range(1, HOSTS + 1)],
+                        keys=bed.keys, python="/usr/bin/python3", workdir=pub / "work")
+        ini.write_text(ini.read_text().replace("[ssh]", f"task_user = {TASK_USER}\n\n[ssh]"))
+        env = {**os.environ, "HSTREAM_CONFIG": str(ini)}
+
+        def hs(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "hstream", *args], env=env, cwd=pub,
+                                  capture_output=True, text=True, timeout=120, check=False)
+        try:
+            up = hs("cluster", "up")
+            assert up.returncode == 0, up.stdout + up.stderr
+            job = hs("jar-free", "-mapper", str(who), "-reducer", REDUCER, "-numReduceTasks",
+                     "3", "-input", str(pub / "input"), "-output", str(pub / "out"),
+                     "-cmdenv", f"UID_DIR={pub / 'uids'}")
+            assert job.returncode == 0, job.stderr
+            assert_same_output(pub / "out", _expected(data))
+            uids = {p.read_text().strip() for p in (pub / "uids").iterdir()}
+            assert len(list((pub / "uids").iterdir())) >= 12 and uids == {str(user.pw_uid)}
+            assert {p.stat().st_uid for p in (pub / "out").glob("part-*")} == {user.pw_uid}
+        finally:
+            down = hs("cluster", "down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        for i in range(1, HOSTS + 1):
+            wait_for(lambda i=i: not bed.hstream_pids(i), 10, f"host {i} to be empty")
+
+
+def test_a_mappers_background_children_end_with_their_attempts(cluster: Cluster,
+                                                               tmp_path: Path) -> None:
+    """Issue 9, item 10 on a cluster: a detached child and one that holds the mapper's output
+    are both gone after the job, and neither holds it up until the task timeout."""
+    import psutil
+
+    data = tmp_path / "in.txt"
+    data.write_text("".join(f"line {i}\n" for i in range(200)))
+    mapper = tmp_path / "bg.sh"
+    mapper.write_text("#!/bin/sh\nsleep 1005 >/dev/null 2>&1 &\nsleep 1006 &\nexec cat\n")
+    mapper.chmod(0o755)
+    cluster.up()
+    started = time.monotonic()
+    job = cluster.hs("jar-free", "-input", str(data), "-output", str(tmp_path / "out"),
+                     "-mapper", str(mapper), "-reducer", "cat", timeout=120)
+    assert job.returncode == 0, job.stderr
+    assert time.monotonic() - started < 60
+    left = [p.pid for p in psutil.process_iter(["cmdline"])
+            if (p.info["cmdline"] or [])[-2:] in (["sleep", "1005"], ["sleep", "1006"])]
+    assert left == [], left
+    cluster.down()

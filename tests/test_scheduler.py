@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from hstream import protocol
-from hstream.cluster.scheduler import Scheduler
+from hstream.cluster.scheduler import DoneTask, HeldOutput, Scheduler
 from hstream.cluster.state import (
     Action,
     Assign,
@@ -438,6 +438,23 @@ def test_jobs_run_one_at_a_time_in_order_and_a_failure_does_not_disturb_the_next
         (first, JobState.FAILED), (second, JobState.SUCCEEDED)]
 
 
+def test_queued_jobs_start_by_priority_and_in_order_among_equals() -> None:
+    sim = Sim(workers=1)
+    running = sim.submit("job_1_0001", maps=1, reduces=0)
+    low = sim.submit("job_1_0002", maps=1, reduces=0, **{"mapreduce.job.priority": "LOW"})
+    normal = sim.submit("job_1_0003", maps=1, reduces=0)
+    high = sim.submit("job_1_0004", maps=1, reduces=0, **{"mapreduce.job.priority": "VERY_HIGH"})
+    also_normal = sim.submit("job_1_0005", maps=1, reduces=0,
+                             **{"mapreduce.job.priority": "normal"})
+    numbered = sim.submit("job_1_0006", maps=1, reduces=0, **{"mapreduce.job.priority": "4"})
+    started = []
+    while sim.running():
+        [attempt] = sim.running()
+        started.append(sim.s.job_of(attempt).id)  # type: ignore[union-attr]
+        sim.finish(attempt)
+    assert started == [running, high, numbered, normal, also_normal, low]
+
+
 def test_killing_a_job_kills_its_attempts() -> None:
     sim = Sim(workers=2)
     job = sim.submit(maps=2, reduces=0)
@@ -446,3 +463,95 @@ def test_killing_a_job_kills_its_attempts() -> None:
     assert {k.attempt_id for k in actions if isinstance(k, Kill)} == running
     assert sim.finished()[-1].state is JobState.KILLED
     assert all(sim.s.attempt_finished(a, TaskResult(ok=True), sim.now) == [] for a in running)
+
+
+# -- a restarted manager's restore (journal.py) ---------------------------------------
+
+
+def _restore(sim: Sim, done: list[DoneTask], job_id: str = "job_1_0001", maps: int = 4,
+             reduces: int = 2, base: int = 1000) -> str:
+    spec = JobSpec(name="t", inputs=["in"], output="out", mapper="./map.py",
+                   reducer="./reduce.py" if reduces else None, num_reduces=reduces)
+    splits = [Split(f"in/{i}", 0, 100) for i in range(maps)]
+    sim.do(sim.s.restore_job(job_id, spec, splits, f"/stage/{job_id}", done,
+                             {"Launched map tasks": 3}, base, sim.now))
+    return job_id
+
+
+def _done_map(i: int, worker: str = "w0") -> DoneTask:
+    n = int(worker[1:])
+    return DoneTask("map", i, f"attempt_1_0001_m_{i:06d}_0", worker, f"host{n}", 7000 + n,
+                    {"Task": {"Map input records": 1}})
+
+
+def test_restore_keeps_finished_maps_and_numbers_new_attempts_past_the_generation() -> None:
+    sim = Sim(workers=2)
+    _restore(sim, [_done_map(0), _done_map(1, "w1")])
+    launched = {a.spec.index: a.spec.attempt_id for a in sim.assigns()}
+    assert sorted(launched) == [2, 3]  # the finished maps do not run again
+    assert all(a.spec.attempt == 1000 for a in sim.assigns())
+    assert launched[2] == "attempt_1_0001_m_000002_1000"
+    job = sim.s.jobs["job_1_0001"]
+    assert job.counters["Job Counters"]["Launched map tasks"] == 5
+    sim.finish_all("map")
+    reduce = next(a for a in sim.assigns() if a.spec.kind == "reduce")
+    assert [(m.map_index, m.attempt_id, m.port) for m in reduce.spec.sources][:2] == [
+        (0, "attempt_1_0001_m_000000_0", 7000), (1, "attempt_1_0001_m_000001_0", 7001)]
+
+
+def test_restore_of_a_job_whose_tasks_all_finished_commits_it() -> None:
+    sim = Sim(workers=1)
+    done = [_done_map(i) for i in range(2)] + [DoneTask("reduce", 0, "attempt_1_0001_r_000000_0")]
+    _restore(sim, done, maps=2, reduces=1)
+    assert [(f.job_id, f.state) for f in sim.finished()] == [("job_1_0001", JobState.SUCCEEDED)]
+    assert sim.assigns() == []
+
+
+def test_a_worker_reporting_held_output_finishes_its_map_without_a_rerun() -> None:
+    sim = Sim(workers=0)
+    _restore(sim, [])
+    held = [HeldOutput("job_1_0001", "attempt_1_0001_m_000002_0", {"Task": {"x": 2}})]
+    sim.do(sim.s.add_worker("w1", "host1", 7001, 1, sim.now, "s1", held))
+    job = sim.s.jobs["job_1_0001"]
+    assert job.maps[2].state is TaskState.DONE and job.maps[2].output is not None
+    assert job.maps[2].output.host == "host1"
+    assert 2 not in {a.spec.index for a in sim.assigns()}
+    # A map already running elsewhere when its held output turns up: the attempt is killed.
+    running = sim.running("map")
+    (attempt_id,) = running
+    index = int(attempt_id.split("_")[-2])
+    held = [HeldOutput("job_1_0001", f"attempt_1_0001_m_{index:06d}_0")]
+    actions = sim.do(sim.s.add_worker("w2", "host2", 7002, 1, sim.now, "s2", held))
+    assert Kill("w1", attempt_id) in actions
+    assert job.maps[index].state is TaskState.DONE
+
+
+def test_held_output_is_ignored_for_jobs_that_were_not_restored() -> None:
+    sim = Sim(workers=0)
+    sim.submit()
+    held = [HeldOutput("job_1_0001", "attempt_1_0001_m_000002_0")]
+    sim.do(sim.s.add_worker("w1", "host1", 7001, 1, sim.now, "s1", held))
+    assert sim.s.jobs["job_1_0001"].maps[2].state is not TaskState.DONE
+
+
+def test_a_ghost_worker_that_never_returns_takes_its_restored_maps_with_it() -> None:
+    sim = Sim(workers=1)
+    _restore(sim, [_done_map(0, "w5"), _done_map(1, "w5"), _done_map(2), _done_map(3)])
+    job = sim.s.jobs["job_1_0001"]
+    assert sim.s.workers["w5"].ghost and sim.s.workers["w5"].free_slots == 0
+    assert job.phase_tasks() == job.reduces
+    sim.advance(TIMEOUT + 2)
+    assert not sim.s.workers["w5"].alive
+    assert [t.state for t in job.maps[:2]] == [TaskState.PENDING] * 2  # to run again
+    assert [t.state for t in job.maps[2:]] == [TaskState.DONE] * 2
+
+
+def test_a_ghost_that_returns_without_its_output_reruns_those_maps() -> None:
+    sim = Sim(workers=1)
+    _restore(sim, [_done_map(0, "w5"), _done_map(1, "w5"), _done_map(2), _done_map(3)])
+    held = [HeldOutput("job_1_0001", "attempt_1_0001_m_000000_0")]
+    sim.do(sim.s.add_worker("w5", "host5", 7005, 1, sim.now, "s5", held))
+    job = sim.s.jobs["job_1_0001"]
+    assert job.maps[0].state is TaskState.DONE
+    assert job.maps[1].state is not TaskState.DONE
+    assert not any(isinstance(a, DropWorker) for a in sim.actions)

@@ -49,11 +49,14 @@ def test_compute_splits_cuts_big_files_and_keeps_compressed_whole(tmp_path: Path
     big.write_bytes(b"x\n" * (4 << 20))  # 8 MiB
     gz = tmp_path / "small.gz"
     gz.write_bytes(b"\x1f\x8b" + b"0" * (3 << 20))
-    splits = compute_splits([str(big), str(gz)], goal_maps=4)
+    splits = compute_splits([str(big), str(gz)], goal_maps=4,
+                            conf={"fs.local.block.size": str(2 << 20)})
     plain = [s for s in splits if s.path == str(big)]
     assert len(plain) == 4 and sum(s.length for s in plain) == 8 << 20
     assert [s.start for s in plain] == [0, 2 << 20, 4 << 20, 6 << 20]
-    assert [s for s in splits if s.path == str(gz)] == [Split(str(gz), 0, (3 << 20) + 2, "gz")]
+    st = gz.stat()
+    assert [s for s in splits if s.path == str(gz)] == [
+        Split(str(gz), 0, (3 << 20) + 2, "gz", st.st_size, st.st_mtime_ns)]
 
 
 # -- keys and partitions --------------------------------------------------------------------

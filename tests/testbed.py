@@ -12,12 +12,16 @@ sendto fail instead). `close()` removes everything, whatever happened before.
 from __future__ import annotations
 
 import os
+import pwd
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -285,6 +289,36 @@ class Testbed:
         subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)
         subprocess.run(["nft", "delete", "table", "netdev", f"{self.prefix}_udp"], check=False,
                        capture_output=True)
+
+
+@contextmanager
+def system_user(name: str) -> Iterator[pwd.struct_passwd]:
+    """An unprivileged account (for `[workers] task_user`), made if missing and then removed."""
+    try:
+        existing: pwd.struct_passwd | None = pwd.getpwnam(name)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        yield existing
+        return
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    name], check=True, capture_output=True)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+
+
+@contextmanager
+def public_dir(prefix: str) -> Iterator[Path]:
+    """A directory every user may enter (0755, outside pytest's private /tmp/pytest-of-root):
+    for clusters whose tasks run as another user."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _ip(*args: str) -> None:

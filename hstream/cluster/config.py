@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ DEFAULT_HEARTBEAT_MISSED = 10
 DEFAULT_RECONNECT = 60.0
 #: Seconds `cluster up` waits for a started worker to register.
 DEFAULT_REGISTER_TIMEOUT = 30.0
+#: What a `task_user` may look like (POSIX portable user names).
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 #: Keys a `[host NAME]` section may override for one host.
 HOST_KEYS = ("slots", "python", "workdir")
 
@@ -60,6 +63,16 @@ class ClusterConfig:
     register_timeout: float = DEFAULT_REGISTER_TIMEOUT
     #: `[host NAME]` sections: per-host slots/python/workdir, keyed by NAME.
     host_settings: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    #: `[cluster] tls`: every TCP connection inside TLS 1.3, checked against the cluster's CA.
+    tls: bool = True
+    #: `[workers] task_user`: workers running as root run their tasks as this account.
+    task_user: str = ""
+    #: The status pages' port (0: any free port), and how much job history is kept.
+    web_port: int = 0
+    history_max_jobs: int = 100
+    history_max_mb: int = 100
+    #: `[manager] restart`: a supervisor process starts the manager again if it dies.
+    restart: bool = False
 
     def for_host(self, host: Host, key: str) -> str:
         """A per-host setting (`[host NAME]`, NAME = host or host:port), else [workers]' one."""
@@ -78,6 +91,27 @@ class ClusterConfig:
     @property
     def secret_file(self) -> str:
         return os.path.join(self.manager_workdir, "secret")
+
+    @property
+    def ca_file(self) -> str:
+        """The cluster CA's certificate (not secret): clients check the manager against it."""
+        return os.path.join(self.manager_workdir, "tls", "ca.pem")
+
+    @property
+    def ca_key_file(self) -> str:
+        """The CA's key (0600, in a 0700 directory): `cluster up` signs daemons' certificates
+        with it."""
+        return os.path.join(self.manager_workdir, "tls", "ca.key")
+
+    @property
+    def history_dir(self) -> str:
+        """Where the manager keeps the history of the cluster's jobs."""
+        return os.path.join(self.manager_workdir, "history")
+
+    @property
+    def journal_file(self) -> str:
+        """The manager's journal (journal.py): what a restarted manager resumes."""
+        return os.path.join(self.manager_workdir, "journal")
 
 
 def find_config(explicit: str | None) -> str | None:
@@ -153,15 +187,25 @@ def load(path: str) -> ClusterConfig:
                   if h.strip())
     if not hosts:
         raise ConfigError(f"{path}: [workers] hosts is empty")
-    shared = get("cluster", "shared_fs", "yes").lower()
-    if shared not in ("yes", "no", "true", "false", "1", "0"):
-        raise ConfigError(f"{path}: [cluster] shared_fs must be yes or no: {shared!r}")
+    def yes(section: str, key: str, default: str) -> bool:
+        value = get(section, key, default).lower()
+        if value not in ("yes", "no", "true", "false", "1", "0"):
+            raise ConfigError(f"{path}: [{section}] {key} must be yes or no: {value!r}")
+        return value in ("yes", "true", "1")
+
+    task_user = get("workers", "task_user", "")
+    if task_user and not _USER.fullmatch(task_user):
+        raise ConfigError(f"{path}: [workers] task_user is not a user name: {task_user!r}")
     key = get("ssh", "key", "")
     return ClusterConfig(
         reconnect=number("workers", "reconnect", str(DEFAULT_RECONNECT), float),
         register_timeout=number("workers", "register_timeout", str(DEFAULT_REGISTER_TIMEOUT),
                                 float),
         host_settings=_host_sections(parser, path),
+        web_port=int(number("manager", "web_port", str(_web_port(get("manager", "port", "0"))))),
+        history_max_jobs=int(number("history", "max_jobs", "100")),
+        history_max_mb=int(number("history", "max_mb", "100")),
+        restart=yes("manager", "restart", "no"),
         path=os.path.abspath(path),
         manager_host=get("manager", "host"),
         port=int(number("manager", "port", str(DEFAULT_PORT))),
@@ -176,8 +220,15 @@ def load(path: str) -> ClusterConfig:
         connect_timeout=number("ssh", "connect_timeout", "10", float),
         heartbeat_interval=number("heartbeat", "interval", str(DEFAULT_HEARTBEAT_INTERVAL), float),
         heartbeat_missed=int(number("heartbeat", "missed", str(DEFAULT_HEARTBEAT_MISSED))) or 1,
-        shared_fs=shared in ("yes", "true", "1"),
+        shared_fs=yes("cluster", "shared_fs", "yes"),
+        tls=yes("cluster", "tls", "yes"),
+        task_user=task_user,
     )
+
+
+def _web_port(port: str) -> int:
+    """Two above the manager's port by default; any free one when that is chosen freely."""
+    return int(port) + 2 if port.isdigit() and int(port) else 0
 
 
 def _host_sections(parser: configparser.ConfigParser, path: str

@@ -22,6 +22,7 @@ import logging
 import os
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +38,7 @@ import paramiko
 
 import hstream
 from hstream import protocol
-from hstream.cluster import clusterstate, hostagent
+from hstream.cluster import clusterstate, hostagent, tls
 from hstream.cluster.client import Client
 from hstream.cluster.config import ClusterConfig, Host
 from hstream.errors import HstreamError, ProtocolError
@@ -75,7 +76,7 @@ def code_bundle() -> tuple[bytes, str]:
     files = []
     for root, dirs, names in os.walk(PACKAGE_DIR):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        files += [os.path.join(root, n) for n in sorted(names) if n.endswith(".py")]
+        files += [os.path.join(root, n) for n in sorted(names) if n.endswith((".py", ".tsv"))]
     digest = hashlib.sha256()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
@@ -213,10 +214,10 @@ def manager_client(cfg: ClusterConfig) -> Client | None:
     state = clusterstate.read_state(cfg)
     if state is None or not os.path.exists(cfg.secret_file):
         return None
-    client = Client(clusterstate.connect_address(str(state["host"])), int(str(state["port"])),
-                    protocol.read_secret(cfg.secret_file))
     try:
-        chan = protocol.connect(client.host, client.port, client.secret, timeout=3)
+        client = Client(clusterstate.connect_address(str(state["host"])),
+                        int(str(state["port"])), clusterstate.client_auth(cfg, state))
+        chan = protocol.connect(client.host, client.port, client.auth, timeout=3)
         chan.request({"op": "status"})
         chan.close()
     except (OSError, EOFError, ProtocolError):
@@ -235,17 +236,26 @@ def start_manager(cfg: ClusterConfig, say: Say) -> Client:
     if not os.path.exists(cfg.secret_file):
         protocol.write_secret(cfg.secret_file, protocol.new_secret())
     os.chmod(cfg.secret_file, 0o600)
+    auth = protocol.Auth(protocol.read_secret(cfg.secret_file),
+                         tls=tls.issue(cluster_ca(cfg), "manager") if cfg.tls else None)
     out_path = os.path.join(cfg.manager_workdir, "manager.out")
+    port, heartbeat_port = _ports(cfg)
+    supervisor = ["-m", "hstream.cluster.supervisor"] if cfg.restart else ["-m", "hstream"]
     with open(out_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hstream", "manager", "--host", cfg.manager_host,
-             "--port", str(cfg.port), "--heartbeat-port", str(cfg.heartbeat_port),
-             "--secret-file", cfg.secret_file,
+            [sys.executable, *supervisor, "manager", "--host", cfg.manager_host,
+             "--port", str(port), "--heartbeat-port", str(heartbeat_port),
+             "--journal", cfg.journal_file,
+             "--secret-file", "-",
              "--heartbeat-interval", str(cfg.heartbeat_interval),
              "--heartbeat-missed", str(cfg.heartbeat_missed), "--log-file", manager_log(cfg),
-             "--shared-fs" if cfg.shared_fs else "--no-shared-fs"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out,
+             "--shared-fs" if cfg.shared_fs else "--no-shared-fs",
+             "--web-port", str(cfg.web_port), "--history-dir", cfg.history_dir,
+             "--history-max-jobs", str(cfg.history_max_jobs),
+             "--history-max-mb", str(cfg.history_max_mb)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out,
             cwd=cfg.manager_workdir, start_new_session=True)
+    _hand(proc, auth.dumps())
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], MANAGER_START_TIMEOUT)
     line = proc.stdout.readline() if ready else b""
@@ -259,11 +269,43 @@ def start_manager(cfg: ClusterConfig, say: Say) -> Client:
         raise HstreamError(f"manager failed to start on {cfg.manager_host}:{cfg.port}: "
                            f"{why or 'no reason given'} (see {manager_log(cfg)})")
     info = json.loads(line)
-    clusterstate.write_state(cfg, int(info["port"]), int(info["heartbeat_port"]), proc.pid)
+    clusterstate.write_state(cfg, int(info["port"]), int(info["heartbeat_port"]), proc.pid,
+                             info.get("web_port"), tls=cfg.tls)
     say(f"manager: started on {cfg.manager_host}:{info['port']} (udp {info['heartbeat_port']}), "
-        f"pid {proc.pid}, log {manager_log(cfg)}")
+        f"pid {proc.pid}, {'TLS' if cfg.tls else 'no TLS'}, log {manager_log(cfg)}")
     return Client(clusterstate.connect_address(cfg.manager_host), int(info["port"]),
-                  protocol.read_secret(cfg.secret_file))
+                  protocol.Auth(auth.key, tls=protocol.TLS(auth.tls.ca) if auth.tls else None))
+
+
+def _ports(cfg: ClusterConfig) -> tuple[int, int]:
+    """The manager's ports: a manager started again (it died) takes its predecessor's, which
+    the workers waiting for it (`[workers] reconnect`) know."""
+    state = clusterstate.read_state(cfg) or {}
+    port = cfg.port or int(str(state.get("port") or 0))
+    heartbeat_port = cfg.heartbeat_port or int(str(state.get("heartbeat_port") or 0))
+    return port, heartbeat_port
+
+
+def cluster_ca(cfg: ClusterConfig) -> tls.CA:
+    """The cluster's CA (made by the first `cluster up`, removed by `cluster down`)."""
+    return tls.load_or_create_ca(cfg.ca_file, cfg.ca_key_file)
+
+
+def _worker_credentials(manager: Client, worker: str, ca: tls.CA | None) -> bytes:
+    """A worker's `protocol.Auth` line: the secret and, on a TLS cluster, a certificate of its
+    own. It travels inside the SSH channel to the host agent, which hands it to the worker."""
+    key = manager.auth.key if isinstance(manager.auth, protocol.Auth) else manager.auth
+    return protocol.Auth(key, tls=tls.issue(ca, worker) if ca else None).dumps()
+
+
+def _hand(proc: subprocess.Popen[bytes], credentials: bytes) -> None:
+    """Give a daemon its credentials on its stdin: no file or argv ever holds them."""
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(credentials)
+        proc.stdin.close()
+    except BrokenPipeError:  # it died at once; the caller says why
+        pass
 
 
 def stop_manager(cfg: ClusterConfig, say: Say) -> None:
@@ -287,11 +329,12 @@ def stop_manager(cfg: ClusterConfig, say: Say) -> None:
         say(f"manager: stopped (pid {pid})")
     else:
         say("manager: not running")
-    for path in (cfg.state_file, cfg.secret_file):
+    for path in (cfg.state_file, cfg.secret_file, cfg.journal_file):  # jobs end with it
         try:
             os.remove(path)
         except FileNotFoundError:
             pass
+    shutil.rmtree(os.path.dirname(cfg.ca_key_file), ignore_errors=True)  # the CA dies too
 
 
 def _is_manager(pid: int, cfg: ClusterConfig) -> bool:
@@ -304,7 +347,7 @@ def _is_manager(pid: int, cfg: ClusterConfig) -> bool:
             argv = f.read().split(b"\0")
     except OSError:
         return False
-    return b"manager" in argv and cfg.secret_file.encode() in argv
+    return b"manager" in argv and manager_log(cfg).encode() in argv
 
 
 def _killpg(pid: int, sig: int) -> None:
@@ -336,9 +379,11 @@ class Launcher:
         """Manager, then workers; returns every host's result (ok or the reason it failed)."""
         started = time.monotonic()
         manager = start_manager(self.cfg, self._say)
+        auth = manager.auth if isinstance(manager.auth, protocol.Auth) else None
+        ca = cluster_ca(self.cfg) if auth is not None and auth.tls is not None else None
         bundle = code_bundle()
         results = self.results()
-        self._parallel(lambda r: self._start_host(r, manager, bundle), results)
+        self._parallel(lambda r: self._start_host(r, manager, bundle, ca), results)
         self._await_registration(manager, [r for r in results if r.ok])
         for r in results:
             if r.client is not None:
@@ -368,7 +413,8 @@ class Launcher:
         with ThreadPoolExecutor(max_workers=min(32, len(results))) as pool:
             list(pool.map(guarded, results))
 
-    def _start_host(self, r: HostResult, manager: Client, bundle: tuple[bytes, str]) -> None:
+    def _start_host(self, r: HostResult, manager: Client, bundle: tuple[bytes, str],
+                    ca: tls.CA | None) -> None:
         t0 = time.monotonic()
         r.client = client = ssh_connect(self.cfg, r.host, self.accept_new, self._keys_lock)
         transport = client.get_transport()
@@ -387,12 +433,15 @@ class Launcher:
         worker_args = ["--manager", f"{manager_host}:{manager.port}", "--host", r.address,
                        "--slots", self.cfg.for_host(r.host, "slots"), "--worker-id", r.worker_id,
                        "--reconnect", f"{self.cfg.reconnect:g}"]
+        if self.cfg.task_user:
+            worker_args += ["--task-user", self.cfg.task_user]
         tarball, stamp = bundle
-        stamp += "/" + hashlib.sha256(json.dumps(worker_args).encode()).hexdigest()[:8]
+        ca_id = ca.pem if ca is not None else "no tls"
+        stamp += "/" + hashlib.sha256(json.dumps([worker_args, ca_id]).encode()).hexdigest()[:8]
         answer = run_agent(client, python, "start",
                            {"home": worker_home(self.cfg, r.host), "stamp": stamp,
                             "worker_args": worker_args, "grace": WORKER_STOP_GRACE},
-                           manager.secret.hex().encode() + b"\n" + tarball)
+                           _worker_credentials(manager, r.worker_id, ca) + tarball)
         verb = "already running" if answer["state"] == "running" else "started"
         self.say(r, f"worker {verb} (pid {answer['pid']}, hstream {stamp.split('/')[0]})")
         r.ok = True

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from dataclasses import dataclass, field
 
 from hstream.cluster import policy
 from hstream.cluster.state import (
@@ -43,6 +44,32 @@ logger = logging.getLogger(__name__)
 DEFAULT_TASK_TIMEOUT = 600.0
 
 
+@dataclass
+class DoneTask:
+    """A task the journal says finished: its winning attempt and, for a map, its output."""
+
+    kind: str
+    index: int
+    attempt_id: str
+    worker_id: str = ""
+    host: str = ""
+    port: int = 0
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class HeldOutput:
+    """A finished map's output a worker kept through a manager restart."""
+
+    job_id: str
+    attempt_id: str
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def map_index(self) -> int:
+        return int(self.attempt_id.split("_")[-2])
+
+
 class Scheduler:
     """All manager state; see the module docstring. Call from one thread only."""
 
@@ -55,21 +82,71 @@ class Scheduler:
 
     # -- workers -------------------------------------------------------------
     def add_worker(self, worker_id: str, host: str, shuffle_port: int, slots: int,
-                   now: float, session: str = "") -> list[Action]:
+                   now: float, session: str = "",
+                   held: list[HeldOutput] | None = None) -> list[Action]:
+        """A worker registers; `held` is the map output it kept through a manager restart."""
         actions: list[Action] = []
-        if worker_id in self.workers and self.workers[worker_id].alive:
+        old = self.workers.get(worker_id)
+        if old is not None and old.alive and not old.ghost:
             # Re-registration after a reconnect: whatever it ran before is lost.
             actions += self.worker_lost(worker_id, "re-registered", now)
         self.workers[worker_id] = WorkerInfo(worker_id, host, shuffle_port, slots, now, session)
         logger.info("worker %s registered (%s, %d slots)", worker_id, host, slots)
+        if old is not None and old.ghost:
+            self._forget_unheld(worker_id, {h.attempt_id for h in held or []})
+        for output in held or []:
+            actions += self._adopt_output(self.workers[worker_id], output, now)
         return actions + self.schedule(now)
+
+    def _adopt_output(self, worker: WorkerInfo, held: HeldOutput, now: float) -> list[Action]:
+        """A finished map's output a worker kept while the manager was away: the map of a
+        restored job is done with it, unless the journal names another attempt."""
+        job = self.jobs.get(held.job_id)
+        if job is None or not job.restored or job.state is not JobState.RUNNING:
+            return []
+        index = held.map_index
+        if not 0 <= index < len(job.maps) or not job.reduces:
+            return []
+        task = job.maps[index]
+        if task.state is TaskState.DONE:
+            if task.done_attempt == held.attempt_id:
+                task.output = MapOutput(index, held.attempt_id, worker.host, worker.shuffle_port)
+                task.done_worker = worker.id
+            return []
+        logger.info("job %s: map %d done by %s, whose output %s kept", job.id, index,
+                    held.attempt_id, worker.id)
+        actions: list[Action] = []
+        for other in list(task.attempts):
+            actions += self._kill_attempt(task, other)
+        self._mark_done(job, task, held.attempt_id, held.counters, now)
+        task.output = MapOutput(index, held.attempt_id, worker.host, worker.shuffle_port)
+        task.done_worker = worker.id
+        return actions + [Progress(job.id)]
+
+    def _forget_unheld(self, worker_id: str, held: set[str]) -> None:
+        """The journal put map output on this worker, but it came back without it."""
+        for job in self._active_jobs():
+            for task in job.maps:
+                if (task.state is TaskState.DONE and task.done_worker == worker_id
+                        and task.done_attempt not in held):
+                    logger.info("job %s: map %d output is gone from %s, re-running", job.id,
+                                task.index, worker_id)
+                    self._reset_done_map(job, task)
+
+    def _mark_done(self, job: Job, task: Task, attempt_id: str,
+                   counters: dict[str, dict[str, int]], now: float) -> None:
+        task.state = TaskState.DONE
+        task.finished_at = now
+        task.done_attempt = attempt_id
+        task.counters = counters
+        _add(job.counters, counters)
 
     def heartbeat(self, worker_id: str, seq: int, now: float, session: str = "") -> Heartbeat:
         """Record an authenticated heartbeat (the manager checked its HMAC)."""
         w = self.workers.get(worker_id)
         if w is None:
             return Heartbeat.REREGISTER
-        if session != w.session:
+        if session != w.session or w.ghost:
             logger.warning("worker %s: heartbeat from another registration dropped", worker_id)
             return Heartbeat.STALE
         if seq <= w.heartbeat_seq:
@@ -132,19 +209,71 @@ class Scheduler:
         logger.info("job %s queued: %d maps, %d reduces", job_id, len(maps), n_red)
         return self._start_next_job(now)
 
+    def restore_job(self, job_id: str, spec: JobSpec, splits: list[Split], staging: str,
+                    done: list[DoneTask], job_counters: dict[str, int], attempt_base: int,
+                    now: float) -> list[Action]:
+        """A job a restarted manager found unfinished in its journal: queued again with its
+        finished tasks done (a map's output where its worker said it was; the worker, known
+        only from the journal, is a ghost until it re-registers), new attempts numbered from
+        `attempt_base` so that their ids never repeat an earlier generation's."""
+        maps = [Task("map", i, split=sp, next_attempt=attempt_base)
+                for i, sp in enumerate(splits)]
+        n_red = spec.num_reduces if spec.reducer is not None else 0
+        reduces = [Task("reduce", i, next_attempt=attempt_base) for i in range(n_red)]
+        job = Job(job_id, spec, maps, reduces, submitted=now, staging=staging, restored=True)
+        job.counters = {"Job Counters": dict(job_counters)}
+        self.jobs[job_id] = job
+        for d in done:
+            tasks = job.maps if d.kind == "map" else job.reduces
+            if 0 <= d.index < len(tasks):
+                self._restore_done(job, tasks[d.index], d, now)
+        self.queue.append(job_id)
+        logger.info("job %s restored: %d of %d tasks done", job_id,
+                    sum(t.state is TaskState.DONE for t in job.tasks), len(job.tasks))
+        return self._start_next_job(now)
+
+    def restore_ended(self, job_id: str, spec: JobSpec, state: JobState, message: str,
+                      counters: dict[str, dict[str, int]], now: float) -> None:
+        """A job that ended before the manager restarted, kept so that status finds it."""
+        job = Job(job_id, spec, [], [], state=state, submitted=now, message=message,
+                  counters=counters, restored=True)
+        self.jobs[job_id] = job
+
+    def _restore_done(self, job: Job, task: Task, d: DoneTask, now: float) -> None:
+        self._mark_done(job, task, d.attempt_id, d.counters, now)
+        if task.kind == "map" and job.reduces and d.host and d.port:
+            task.output = MapOutput(task.index, d.attempt_id, d.host, d.port)
+            task.done_worker = d.worker_id
+            if d.worker_id not in self.workers:
+                self.workers[d.worker_id] = WorkerInfo(d.worker_id, d.host, d.port, 0, now,
+                                                       ghost=True)
+
+    def task_of(self, attempt_id: str) -> Task | None:
+        """The task of a running attempt."""
+        entry = self._attempt_index.get(attempt_id)
+        return entry[1] if entry else None
+
     def _start_next_job(self, now: float) -> list[Action]:
         if any(j.state is JobState.RUNNING for j in self.jobs.values()):
             return []
         while self.queue:
-            job = self.jobs[self.queue.popleft()]
+            job = self._pop_next()
             if job.state is not JobState.QUEUED:
                 continue
             job.state = JobState.RUNNING
             logger.info("job %s started", job.id)
-            if not job.maps and not job.reduces:
+            if all(t.state is TaskState.DONE for t in job.tasks):  # none, or all restored
                 return self._finish_job(job, JobState.SUCCEEDED, "", now)
             return [Progress(job.id)] + self.schedule(now)
         return []
+
+    def _pop_next(self) -> Job:
+        """The queued job to start next: the highest mapreduce.job.priority, FIFO among equals."""
+        best = max(range(len(self.queue)),
+                   key=lambda i: (self.jobs[self.queue[i]].priority(), -i))
+        job_id = self.queue[best]
+        del self.queue[best]
+        return self.jobs[job_id]
 
     def kill_job(self, job_id: str, now: float, reason: str = "killed by user") -> list[Action]:
         job = self.jobs.get(job_id)

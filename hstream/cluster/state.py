@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from hstream.hadoop.properties import job_priority
 from hstream.job import JobSpec, MapOutput, Split, TaskResult, TaskSpec
 
 DEFAULT_MAX_ATTEMPTS = 4
@@ -135,6 +136,8 @@ class Job:
     message: str = ""
     #: Where attempts commit their output before the job commit publishes it.
     staging: str = ""
+    #: Restored from the journal by a restarted manager: workers' held map outputs count.
+    restored: bool = False
 
     def max_attempts(self, kind: str) -> int:
         value = self.spec.conf.get(f"mapreduce.{kind}.maxattempts", DEFAULT_MAX_ATTEMPTS)
@@ -144,6 +147,10 @@ class Job:
         value = self.spec.conf.get(f"mapreduce.{kind}.speculative",
                                    self.spec.conf.get("mapreduce.job.speculative", "true"))
         return value.strip().lower() in ("true", "1", "yes")
+
+    def priority(self) -> int:
+        """mapreduce.job.priority as a number (VERY_HIGH 5 … VERY_LOW 1, or an integer)."""
+        return job_priority(self.spec.conf.get("mapreduce.job.priority", "NORMAL"))
 
     def conf_float(self, key: str, default: float) -> float:
         return float(self.spec.conf.get(key, default))
@@ -183,6 +190,9 @@ class WorkerInfo:
     heartbeat_seq: int = -1
     running: set[str] = field(default_factory=set)  # attempt ids
     alive: bool = True
+    #: Known only from the journal (it holds restored map output) until it re-registers;
+    #: it gets no tasks, and is declared dead if it stays away a heartbeat timeout.
+    ghost: bool = False
 
     @property
     def free_slots(self) -> int:

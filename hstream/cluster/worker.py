@@ -9,10 +9,17 @@ If the manager connection breaks, or the manager falls silent (it pings every
 worker each half heartbeat interval), the worker kills every attempt (their
 output may already be re-assigned) and tries to register again for `reconnect`
 seconds; a manager that stays away means the worker exits: nothing of it is
-left running. An attempt belongs to the registration it was started under: its
+left running. Finished map output outlives the connection: the registration
+names it (`held`), so a restarted manager (journal.py) need not run those maps
+again. An attempt belongs to the registration it was started under: its
 result is reported on that connection or not at all, so a worker that was
-declared dead never resumes old work. Stdlib only: this module runs on hosts
-that have nothing but python3.
+declared dead never resumes old work.
+
+The cluster secret stays in this process: it comes on stdin at start (never a file, never
+argv), the process is non-dumpable (`protocol.protect_memory`), and a task gets its job's
+token instead (`protocol.Auth.for_job`), which this worker's shuffle server takes only while
+the job is active here. With `--task-user`, a root worker runs its tasks as that account.
+Stdlib only: this module runs on hosts that have nothing but python3.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import json
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -31,14 +39,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hstream import protocol
-from hstream.errors import ProtocolError
+from hstream import messages, protocol
+from hstream.errors import BadMessage, ProtocolError
 from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
-from hstream.task import shuffle
+from hstream.task import procs, reporter, shuffle
+from hstream.task.attempt import discard_attempt
 
 logger = logging.getLogger(__name__)
 
 REGISTER_TIMEOUT = 30.0
+#: The end of an attempt's stderr that goes to the manager with its result (for the history).
+STDERR_TAIL = 64 << 10
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -48,21 +59,70 @@ class Running:
     proc: subprocess.Popen[bytes]
     #: The manager connection (registration) the attempt was started under.
     chan: protocol.Channel | None
+    #: The attempt's session and cgroup: everything it started, killed when it ends.
+    box: procs.Box
     killed: bool = False
 
 
+@dataclass(frozen=True)
+class TaskUser:
+    """`[workers] task_user`: the unprivileged account a root worker runs its tasks as, so
+    that they can read neither the worker's files nor its memory."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    @classmethod
+    def lookup(cls, name: str) -> TaskUser:
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            raise ValueError(f"task user {name!r} does not exist on this host") from None
+        if pw.pw_uid == 0:
+            raise ValueError(f"task user {name!r} is root: name an unprivileged account")
+        if os.geteuid() != 0:
+            raise ValueError(f"task user {name!r} needs the worker to run as root")
+        return cls(name, pw.pw_uid, pw.pw_gid, pw.pw_dir)
+
+    def hand_over(self, spec: TaskSpec, root: str) -> None:
+        """The directories the attempt writes: its own, its job's (map output, fetched files)
+        and, on a shared filesystem, its output directory in the job's staging area."""
+        job_dir = os.path.dirname(os.path.dirname(root))
+        for passage in (os.path.dirname(job_dir), os.path.dirname(root)):  # whatever our umask
+            os.chmod(passage, 0o711)
+        paths = [job_dir, root]
+        if spec.shared_fs:
+            paths.append(os.path.join(spec.output_dir, "_temporary", spec.attempt_id))
+        for path in paths:
+            if os.path.isdir(path):
+                os.chown(path, self.uid, self.gid)
+
+    def environment(self, env: dict[str, str]) -> dict[str, str]:
+        return {**env, "HOME": self.home, "USER": self.name, "LOGNAME": self.name}
+
+
 class Worker:
-    def __init__(self, worker_id: str, manager: tuple[str, int], secret: bytes, host: str,
-                 slots: int, workdir: str, reconnect: float) -> None:
+    def __init__(self, worker_id: str, manager: tuple[str, int], auth: protocol.Auth, host: str,
+                 slots: int, workdir: str, reconnect: float,
+                 task_user: TaskUser | None = None) -> None:
         self.id = worker_id
         self.manager = manager
-        self.secret = secret
+        #: The cluster secret (and this worker's TLS certificate): never handed to a task.
+        self.auth = auth
+        self.secret = auth.key
+        self.task_user = task_user
+        #: Jobs that ran an attempt here and are not done: their tokens are taken.
+        self.jobs: set[str] = set()
         self.host = host
         self.slots = slots
         self.workdir = workdir
         self.reconnect = reconnect
         self.lock = threading.Lock()
         self.tasks: dict[str, Running] = {}
+        #: Finished map attempts whose output is here: attempt id -> its `held` entry.
+        self.held: dict[str, dict[str, Any]] = {}
         self.chan: protocol.Channel | None = None
         self.stopping = threading.Event()
         self.heartbeat_interval = 1.0
@@ -73,11 +133,14 @@ class Worker:
         self._hb_seq = 0
         self.shuffle_sock = socket.create_server((host, 0))
         self.shuffle_port = self.shuffle_sock.getsockname()[1]
+        self.cgroups = procs.Cgroups()
 
     # -- lifecycle -------------------------------------------------------------
     def run(self) -> None:
         os.makedirs(self.workdir, exist_ok=True)
-        threading.Thread(target=self._serve_shuffle, daemon=True, name="shuffle").start()
+        threading.Thread(target=shuffle.serve, daemon=True, name="shuffle",
+                         args=(self.shuffle_sock, self.auth, self.workdir, self.stopping,
+                               self._job_active)).start()
         threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat").start()
         try:
             while not self.stopping.is_set():
@@ -98,6 +161,7 @@ class Worker:
         except OSError:
             pass
         shutil.rmtree(self.workdir, ignore_errors=True)
+        self.cgroups.close()
 
     def _connect(self) -> bool:
         """Register, retrying for `reconnect` seconds; False if the manager stays away."""
@@ -116,15 +180,17 @@ class Worker:
         return False
 
     def _register(self) -> protocol.Channel:
-        chan = protocol.connect(*self.manager, self.secret)
+        chan = protocol.connect(*self.manager, self.auth)
         try:
             chan.sock.settimeout(REGISTER_TIMEOUT)  # a wedged manager must not hold us
             chan.send({"op": "register", "worker_id": self.id, "host": self.host,
                        "shuffle_port": self.shuffle_port, "slots": self.slots,
-                       "pid": os.getpid(), "version": protocol.VERSION})
+                       "pid": os.getpid(), "version": protocol.VERSION,
+                       "held": self._held()})
             reply = chan.recv()
             if reply["op"] != "registered":
                 raise ProtocolError(f"registration refused: {reply}")
+            reply = messages.check(reply, messages.TO_WORKER)
             self.heartbeat_interval = float(reply["heartbeat_interval"])
             self.heartbeat_port = int(reply["heartbeat_port"])
             self.session = str(reply.get("session", ""))
@@ -142,20 +208,10 @@ class Worker:
         try:
             while not self.stopping.is_set():
                 msg = chan.recv()
-                op = msg["op"]
-                if op == "run":
-                    self._start(from_dict(TaskSpec, msg["spec"]))
-                elif op == "kill":
-                    self._kill(msg["attempt_id"])
-                elif op == "job_done":
-                    self._clean_job(msg["job_id"])
-                elif op == "ping":
-                    pass
-                elif op == "shutdown":
-                    logger.info("worker %s: shutdown requested", self.id)
-                    self.stopping.set()
-                else:
-                    logger.warning("worker %s: unknown op %r ignored", self.id, op)
+                try:
+                    self._handle(chan, msg)
+                except Exception:  # noqa: BLE001 - one message's failure is never the worker's
+                    logger.exception("worker %s: handling %s failed", self.id, msg["op"])
         except TimeoutError:
             logger.warning("worker %s: no word from the manager for %.1f s: connection given up",
                            self.id, self.manager_timeout or 0)
@@ -166,6 +222,41 @@ class Worker:
             self.chan = None
             chan.close()
 
+    def _handle(self, chan: protocol.Channel, raw: dict[str, Any]) -> None:
+        """One message from the manager, checked against its schema (`hstream.messages`)."""
+        try:
+            msg = messages.check(raw, messages.TO_WORKER)
+        except BadMessage as e:
+            logger.warning("worker %s: refused a message from the manager: %s", self.id, e)
+            return
+        op = msg["op"]
+        if op == "run":
+            self._run(chan, from_dict(TaskSpec, msg["spec"]))
+        elif op == "kill":
+            self._kill(msg["attempt_id"])
+        elif op == "job_done":
+            self._clean_job(msg["job_id"])
+        elif op == "shutdown":
+            logger.info("worker %s: shutdown requested", self.id)
+            self.stopping.set()
+        elif op == "error":
+            logger.warning("worker %s: the manager refused a message: %s", self.id,
+                           msg["message"])
+
+    def _run(self, chan: protocol.Channel, spec: TaskSpec) -> None:
+        """Start an attempt; one that cannot start (no memory, no descriptors) is reported
+        failed, and the connection goes on."""
+        try:
+            self._start(spec)
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as e:
+            logger.error("worker %s: cannot start %s: %s", self.id, spec.attempt_id, e)
+            self._kill(spec.attempt_id)
+            with self.lock:
+                self.tasks.pop(spec.attempt_id, None)
+            result = TaskResult(ok=False, error=f"the worker could not start it: {e}")
+            self._send({"op": "done", "attempt_id": spec.attempt_id, "result": to_dict(result)},
+                       chan)
+
     def _send(self, msg: dict[str, Any], chan: protocol.Channel | None) -> bool:
         """Send on `chan` if it is still the current registration's connection."""
         if chan is None or chan is not self.chan:
@@ -173,7 +264,7 @@ class Worker:
         try:
             chan.send(msg)
             return True
-        except OSError as e:
+        except (OSError, ProtocolError) as e:
             logger.warning("worker %s: send failed: %s", self.id, e)
             return False
 
@@ -199,17 +290,27 @@ class Worker:
         spec.manager = f"{self.manager[0]}:{self.manager[1]}"
         root = os.path.join(self.workdir, spec.job_id, "attempts", spec.attempt_id)
         os.makedirs(root, exist_ok=True)
+        with self.lock:
+            self.jobs.add(spec.job_id)
         env = dict(os.environ)
         env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        user = self.task_user
+        if user is not None:
+            user.hand_over(spec, root)
+            env = user.environment(env)
         # -S: the runner needs only the stdlib and hstream (on PYTHONPATH), not site's start-up.
         proc = subprocess.Popen([sys.executable, "-S", "-m", "hstream.task", root],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root, env=env,
-                                start_new_session=True)
+                                start_new_session=True, user=user.uid if user else None,
+                                group=user.gid if user else None,
+                                extra_groups=[] if user else None)
+        box = procs.Box(self.cgroups, spec.attempt_id)
+        box.enter(proc.pid)  # before the runner reads its spec, so before it starts anything
         with self.lock:
-            self.tasks[spec.attempt_id] = Running(spec, proc, self.chan)
+            self.tasks[spec.attempt_id] = Running(spec, proc, self.chan, box)
         assert proc.stdin is not None
         try:
-            proc.stdin.write(self.secret.hex().encode() + b"\n")
+            proc.stdin.write(self.auth.for_job(spec.job_id).dumps())
             proc.stdin.write(json.dumps(to_dict(spec)).encode())
             proc.stdin.close()
         except BrokenPipeError:
@@ -221,28 +322,35 @@ class Worker:
     def _watch(self, spec: TaskSpec, proc: subprocess.Popen[bytes]) -> None:
         result: dict[str, Any] | None = None
         with self.lock:
-            chan = self.tasks[spec.attempt_id].chan
+            chan, box = self.tasks[spec.attempt_id].chan, self.tasks[spec.attempt_id].box
+        root = os.path.join(self.workdir, spec.job_id, "attempts", spec.attempt_id)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                report = json.loads(line)
-            except ValueError:
-                continue
+        for report in reporter.read_reports(proc.stdout):  # checked and bounded
             if "result" in report:
                 result = report["result"]
             else:
                 self._send({"op": "progress", "attempt_id": spec.attempt_id, **report}, chan)
-        status = proc.wait()
+        status = end_attempt(proc, box)
         with self.lock:
             running = self.tasks.pop(spec.attempt_id, None)
         if running is None or running.killed:
+            discard_attempt(spec, root)
             if result is not None:
                 logger.info("worker %s: %s finished after it was killed or abandoned: result "
                             "discarded", self.id, spec.attempt_id)
             return
         if result is None:
             result = to_dict(TaskResult(ok=False, error=f"task runner died (status {status})"))
-        if not self._send({"op": "done", "attempt_id": spec.attempt_id, "result": result}, chan):
+        stderr = stderr_tail(root)
+        if not result.get("ok"):  # its space is free before a retry starts
+            discard_attempt(spec, root)
+        elif spec.kind == "map" and spec.num_reduces:
+            with self.lock:
+                self.held[spec.attempt_id] = {"job_id": spec.job_id,
+                                              "attempt_id": spec.attempt_id,
+                                              "counters": result.get("counters") or {}}
+        if not self._send({"op": "done", "attempt_id": spec.attempt_id, "result": result,
+                           "stderr": stderr}, chan):
             logger.warning("worker %s: result of %s dropped: it belongs to a manager connection "
                            "that is gone (the attempt was re-run elsewhere)", self.id,
                            spec.attempt_id)
@@ -253,7 +361,7 @@ class Worker:
             if running is not None:
                 running.killed = True
         if running is not None:
-            kill_group(running.proc)
+            kill_group(running.proc, running.box)
             logger.info("worker %s: killed %s", self.id, attempt_id)
 
     def _kill_all(self, reason: str) -> None:
@@ -262,53 +370,68 @@ class Worker:
             for r in victims:
                 r.killed = True
         for r in victims:
-            kill_group(r.proc)
+            kill_group(r.proc, r.box)
         if victims:
             logger.info("worker %s: killed %s: %s", self.id,
                         ", ".join(r.spec.attempt_id for r in victims), reason)
 
+    def _job_active(self, job_id: str) -> bool:
+        with self.lock:
+            return job_id in self.jobs
+
+    def _held(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.held.values())
+
     def _clean_job(self, job_id: str) -> None:
+        with self.lock:
+            self.jobs.discard(job_id)
+            self.held = {a: h for a, h in self.held.items() if h["job_id"] != job_id}
         if shuffle._ID.match(job_id):
             shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
 
-    # -- shuffle server --------------------------------------------------------
-    def _serve_shuffle(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                sock, addr = self.shuffle_sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._shuffle_conn, args=(sock, addr), daemon=True).start()
-
-    def _shuffle_conn(self, sock: socket.socket, addr: Any) -> None:
-        peer = f"{addr[0]}:{addr[1]}"
-        try:
-            chan = protocol.server_handshake(sock, self.secret, peer)
-            while True:
-                msg = chan.recv()
-                if msg["op"] != "fetch":
-                    raise ProtocolError(f"{peer}: unexpected op {msg['op']!r}")
-                shuffle.serve_fetch(chan, msg, self.workdir)
-        except EOFError:
-            pass
-        except (OSError, ProtocolError) as e:
-            logger.warning("shuffle connection %s dropped: %s", peer, e)
-        finally:
-            sock.close()
+def stderr_tail(root: str) -> str:
+    """The last STDERR_TAIL bytes of an attempt's stderr log: its directory goes when the job
+    ends, so this is what the manager's history keeps of it."""
+    try:
+        with open(os.path.join(root, "stderr.log"), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - STDERR_TAIL))
+            return f.read(STDERR_TAIL).decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill an attempt's whole session (runner, command, sorts); gone already is fine."""
+def kill_group(proc: subprocess.Popen[bytes], box: procs.Box | None = None) -> None:
+    """Kill an attempt's whole session (runner, command, sorts) and its cgroup; gone already
+    is fine."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    if box is not None:
+        box.kill()
+
+
+def end_attempt(proc: subprocess.Popen[bytes], box: procs.Box) -> int:
+    """Wait for the runner, kill whatever the attempt left running (a background child of
+    the user's command), then reap: while the runner is a zombie its pid, the session id,
+    cannot be reused."""
+    try:
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
+        pass
+    box.kill()
+    return proc.wait()
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="hstream worker", description=__doc__)
     p.add_argument("--manager", required=True, help="HOST:PORT of the manager")
-    p.add_argument("--secret-file", required=True, help="cluster secret file, or - for stdin")
+    p.add_argument("--secret-file", required=True,
+                   help="- to read the credentials (protocol.Auth) from stdin, as `cluster up` "
+                        "and the local cluster do; or a file holding the secret (no TLS)")
+    p.add_argument("--task-user", default=None,
+                   help="run tasks as this unprivileged account (the worker must be root)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve map output on")
     p.add_argument("--slots", type=int, default=1)
     p.add_argument("--workdir", required=True)
@@ -325,14 +448,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         filename=args.log_file,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.secret_file == "-":
-        secret = bytes.fromhex(sys.stdin.readline().strip())
-    else:
-        secret = protocol.read_secret(args.secret_file)
+    protocol.protect_memory()  # before the secret comes in
+    try:
+        auth = (protocol.read_auth(sys.stdin.buffer) if args.secret_file == "-"
+                else protocol.Auth(protocol.read_secret(args.secret_file)))
+        if auth.tls is not None:
+            auth.tls.load()
+        task_user = TaskUser.lookup(args.task_user) if args.task_user else None
+    except (OSError, ValueError, ProtocolError) as e:
+        logger.error("worker cannot start: %s", e)
+        return 2
     host, _, port = args.manager.rpartition(":")
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    worker = Worker(worker_id, (host.strip("[]"), int(port)), secret, args.host, args.slots,
-                    args.workdir, args.reconnect)
+    worker = Worker(worker_id, (host.strip("[]"), int(port)), auth, args.host, args.slots,
+                    args.workdir, args.reconnect, task_user)
     def stop(*_: object) -> None:
         worker.stopping.set()
         _close(worker)

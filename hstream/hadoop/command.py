@@ -78,16 +78,38 @@ def resolve(command: str, cwd: str, path: str | None = None, kind: str = "map") 
     program = argv[0]
     if os.sep in program:
         full = program if os.path.isabs(program) else os.path.join(cwd, program)
+        if not os.path.isabs(program) and os.path.isfile(full) and _owned(full, cwd):
+            make_executable(full)
         _check_executable(full, program)
         return [os.path.abspath(full), *argv[1:]]
     local = os.path.join(cwd, program)
     if os.path.isfile(local):
+        make_executable(local)
         _check_executable(local, program)
         return [local, *argv[1:]]
     found = shutil.which(program, path=path if path is not None else os.environ.get("PATH"))
     if found is None:
         raise FileNotFoundError(f"command not found: {program}")
     return [found, *argv[1:]]
+
+
+def _owned(path: str, cwd: str) -> bool:
+    """Whether `path` is the task's own: its directory lies inside the task's directory."""
+    home = os.path.realpath(cwd)
+    return os.path.commonpath([home, os.path.realpath(os.path.dirname(path))]) == home
+
+
+def make_executable(path: str) -> None:
+    """What Hadoop does to a relative program in the task's directory (`chmod a+x`), done to
+    the task's own copy: a shipped file is a link to the user's file, so a link is first
+    replaced by a copy, and the user's file is never touched."""
+    if os.access(path, os.X_OK):
+        return
+    if os.path.islink(path):
+        tmp = f"{path}.{os.getpid()}.copy"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, path)
+    os.chmod(path, os.stat(path).st_mode | 0o111)
 
 
 def _check_executable(full: str, program: str) -> None:

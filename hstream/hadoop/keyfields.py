@@ -56,10 +56,35 @@ def setting_sep(conf: dict[str, str], name: str) -> bytes:
     return unescape(conf.get(name, "\t"))
 
 
+#: A separator no line holds: with it the key is the whole line.
+WHOLE_LINE = KeySpec(b"\n", 1)
+
+
 def map_key(conf: dict[str, str]) -> KeySpec:
-    """The map output key: `stream.map.output.field.separator` and `….key.fields`."""
+    """The map output key: `stream.map.output.field.separator` and `….key.fields`; the whole
+    line with `stream.map.output=keyonlytext` (KeyOnlyTextOutputReader)."""
+    if conf.get("stream.map.output") == "keyonlytext":
+        return WHOLE_LINE
     return KeySpec(setting_sep(conf, "stream.map.output.field.separator"),
                    int(conf.get("stream.num.map.output.key.fields", "1")))
+
+
+def writes_keys_only(conf: dict[str, str], kind: str) -> bool:
+    """Whether the part file gets the command's lines as they are: KeyOnlyTextOutputReader
+    (`stream.map.output` of a map-only job, `stream.reduce.output` of a reducer) makes each
+    line a key with no value, which TextOutputFormat writes without a separator. So does
+    `mapred.textoutputformat.ignoreseparator` when the default key settings apply."""
+    prefix = f"stream.{kind}.output"
+    if conf.get(prefix) == "keyonlytext":
+        return True
+    default = (setting_sep(conf, f"{prefix}.field.separator") == b"\t"
+               and conf.get(f"stream.num.{kind}.output.key.fields", "1") == "1"
+               and setting_sep(conf, "mapreduce.output.textoutputformat.separator") == b"\t")
+    return ignores_separator(conf) and default
+
+
+def ignores_separator(conf: dict[str, str]) -> bool:
+    return conf.get("mapred.textoutputformat.ignoreseparator", "false").lower() == "true"
 
 
 def reduce_key(conf: dict[str, str]) -> KeySpec:
@@ -140,12 +165,16 @@ def partition_key(conf: dict[str, str]) -> Callable[[bytes], bytes]:
 
 def reduce_input_rejoiner(conf: dict[str, str], key: KeySpec,
                           command: str) -> Callable[[bytes], bytes] | None:
-    """When `stream.reduce.input.field.separator` differs from the map output separator, the
-    reducer sees key, that separator, value (Hadoop re-joins them); None when nothing changes.
-    Built-in Java reducers take key and value as objects, so they are never re-joined."""
-    if "stream.reduce.input.field.separator" not in conf or is_java_builtin(command):
+    """What the reducer sees, as Hadoop's TextInputWriter writes it: the key, then
+    `stream.reduce.input.field.separator` (TAB by default), then the value; only the key with
+    `stream.reduce.input=keyonlytext`. None when that is the line as the mapper wrote it (the
+    two separators are the same). Built-in Java reducers take key and value as objects, so
+    they are never re-joined."""
+    if is_java_builtin(command):
         return None
-    sep = unescape(conf["stream.reduce.input.field.separator"])
+    if conf.get("stream.reduce.input") == "keyonlytext":
+        return lambda buf: b"".join(key.key(line) + b"\n" for line in buf.split(b"\n")[:-1])
+    sep = setting_sep(conf, "stream.reduce.input.field.separator")
     if sep == key.sep:
         return None
 

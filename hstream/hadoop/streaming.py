@@ -1,91 +1,29 @@
 """Hadoop Streaming's command line: from `hadoop jar hadoop-streaming.jar …` words to a JobSpec.
 
-Both spellings are accepted (`-mapper` and `--mapper`), generic options too
-(`-D k=v`, `-Dk=v`, `-files`, `-archives`), and the old names Hadoop still
-takes map to the new ones. Anything not understood is an error that names it:
-a silently ignored option is a job that does the wrong thing.
+Both spellings are accepted (`-mapper` and `--mapper`), generic options too (`-D k=v`, `-Dk=v`,
+`-files`, `-archives`, `-conf`, `-fs`, `-jt`), and old property names map to the new ones.
+Properties follow `properties.py`: implemented ones take effect, Hadoop's cluster-only ones are
+accepted and named in a notice (`Options.ignored`), unknown names are errors. Exit statuses are
+StreamJob's: 1 for a command line it cannot parse (`UsageError`), 3 for a configuration hstream
+cannot honour, 4 output exists, 5 input missing.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from xml.etree import ElementTree
 
-from hstream.errors import ConfigError, HstreamError, OutputExists
+from hstream.errors import ConfigError, HstreamError, OutputExists, UsageError
 from hstream.hadoop import command as commands
-from hstream.hadoop import keyfields
+from hstream.hadoop import keyfields, properties
 from hstream.hadoop.codecs import CODECS
-from hstream.hadoop.inputpaths import list_inputs
-from hstream.job import JobSpec, ShipFile
-
-#: Old property names Hadoop still accepts, and the new names they stand for.
-DEPRECATED = {
-    "mapred.reduce.tasks": "mapreduce.job.reduces",
-    "mapred.map.tasks": "mapreduce.job.maps",
-    "mapred.job.name": "mapreduce.job.name",
-    "mapred.map.max.attempts": "mapreduce.map.maxattempts",
-    "mapred.reduce.max.attempts": "mapreduce.reduce.maxattempts",
-    "mapred.task.timeout": "mapreduce.task.timeout",
-    "mapred.map.tasks.speculative.execution": "mapreduce.map.speculative",
-    "mapred.reduce.tasks.speculative.execution": "mapreduce.reduce.speculative",
-    "mapred.output.compress": "mapreduce.output.fileoutputformat.compress",
-    "mapred.output.compression.codec": "mapreduce.output.fileoutputformat.compress.codec",
-    "mapred.textoutputformat.separator": "mapreduce.output.textoutputformat.separator",
-    "mapred.text.key.partitioner.options": "mapreduce.partition.keypartitioner.options",
-    "mapred.text.key.comparator.options": "mapreduce.partition.keycomparator.options",
-    "mapred.output.key.comparator.class": "mapreduce.job.output.key.comparator.class",
-    "map.output.key.field.separator": "mapreduce.map.output.key.field.separator",
-    "mapred.line.input.format.linespermap": "mapreduce.input.lineinputformat.linespermap",
-    "key.value.separator.in.input.line":
-        "mapreduce.input.keyvaluelinerecordreader.key.value.separator",
-    "mapred.job.reduce.input.buffer.percent": "mapreduce.reduce.input.buffer.percent",
-    "mapred.max.tracker.failures": "mapreduce.job.maxtaskfailures.per.tracker",
-    "mapred.skip.mode.enabled": "mapreduce.task.skip.start.attempts",
-    "mapred.partitioner.class": "mapreduce.job.partitioner.class",
-    "mapred.data.field.separator": "mapreduce.fieldsel.data.field.separator",
-    "map.output.key.value.fields.spec": "mapreduce.fieldsel.map.output.key.value.fields.spec",
-    "reduce.output.key.value.fields.spec": "mapreduce.fieldsel.reduce.output.key.value.fields.spec",
-    "mapred.mapoutput.key.class": "mapreduce.map.output.key.class",
-    "mapred.mapoutput.value.class": "mapreduce.map.output.value.class",
-    "mapred.output.key.class": "mapreduce.job.output.key.class",
-    "mapred.output.value.class": "mapreduce.job.output.value.class",
-}
-
-#: hstream's own settings (`-D hstream.…`); any other hstream.* name is refused like any property.
-HSTREAM_SETTINGS = {
-    "hstream.sort.buffer.bytes", "hstream.speculative.slowness", "hstream.speculative.lag",
-    "hstream.partitioner", "hstream.inputformat",  # set from -partitioner / -inputformat
-}
-
-#: Properties hstream implements. Everything else is refused by name.
-SUPPORTED = {
-    "mapreduce.job.reduces", "mapreduce.job.maps", "mapreduce.job.name",
-    "mapreduce.map.maxattempts", "mapreduce.reduce.maxattempts", "mapreduce.task.timeout",
-    "mapreduce.map.speculative", "mapreduce.reduce.speculative", "mapreduce.job.speculative",
-    "mapreduce.job.maxtaskfailures.per.tracker",
-    "mapreduce.output.fileoutputformat.compress",
-    "mapreduce.output.fileoutputformat.compress.codec",
-    "mapreduce.output.textoutputformat.separator",
-    "mapreduce.partition.keypartitioner.options", "mapreduce.partition.keycomparator.options",
-    "mapreduce.job.output.key.comparator.class", "mapreduce.map.output.key.field.separator",
-    "mapreduce.input.lineinputformat.linespermap",
-    "mapreduce.input.keyvaluelinerecordreader.key.value.separator",
-    "mapreduce.fileoutputcommitter.marksuccessfuljobs",
-    "stream.map.output.field.separator", "stream.num.map.output.key.fields",
-    "stream.map.input.field.separator", "stream.reduce.input.field.separator",
-    "stream.reduce.output.field.separator", "stream.num.reduce.output.key.fields",
-    "stream.map.input.ignoreKey", "stream.non.zero.exit.is.failure",
-    "stream.jobconf.truncate.limit", "stream.stderr.reporter.prefix",
-    "mapreduce.fieldsel.data.field.separator",
-    "mapreduce.fieldsel.map.output.key.value.fields.spec",
-    "mapreduce.fieldsel.reduce.output.key.value.fields.spec",
-    "mapreduce.job.partitioner.class", "num.key.fields.for.partition",
-    "mapreduce.map.output.key.class", "mapreduce.map.output.value.class",
-    "mapreduce.job.output.key.class", "mapreduce.job.output.value.class",
-}
+from hstream.hadoop.inputpaths import list_inputs, split_paths
+from hstream.hadoop.properties import Use
+from hstream.job import JobSpec, ShipFile, plain_name
 
 #: Writable classes a text job may name: what streaming reads and writes anyway.
 TEXT_CLASSES = {"org.apache.hadoop.io.Text"}
@@ -112,6 +50,8 @@ INPUT_FORMATS = {
                                     "org.apache.hadoop.mapreduce.lib.input."),
         "NLineInputFormat": ("", "org.apache.hadoop.mapred.lib.",
                              "org.apache.hadoop.mapreduce.lib.input."),
+        "CombineTextInputFormat": ("", "org.apache.hadoop.mapred.lib.",
+                                   "org.apache.hadoop.mapreduce.lib.input."),
     }.items()
     for package in packages
 }
@@ -122,9 +62,21 @@ FIELDSEL = "org.apache.hadoop.mapred.lib.FieldSelectionMapReduce"
 _VALUE_OPTS = {
     "input", "output", "mapper", "reducer", "combiner", "numReduceTasks", "file", "files",
     "cmdenv", "partitioner", "inputformat", "outputformat", "D", "jobconf", "archives",
-    "workers", "config", "conf", "cacheFile", "cacheArchive", "io",
+    "workers", "config", "conf", "cacheFile", "cacheArchive", "io", "inputreader",
+    "fs", "jt", "dfs", "additionalconfspec", "libjars", "tokenCacheFile", "mapdebug",
+    "reducedebug",
 }
-_FLAG_OPTS = {"lazyOutput", "verbose", "background", "info", "help"}
+#: Options that take every following word that is not an option (commons-cli's unlimited
+#: arguments in StreamJob): `-file mapper.py reducer.py`, as a shell glob expands `-file *.py`.
+_MULTI_OPTS = {"input", "file", "cacheFile", "cacheArchive"}
+_FLAG_OPTS = {"lazyOutput", "verbose", "background", "info", "help", "debug"}
+#: Options that only mean something to a Hadoop cluster: accepted, named in the notice.
+_CLUSTER_OPTS = {"libjars", "tokenCacheFile", "mapdebug", "reducedebug", "debug"}
+#: `-input -` reads standard input, `-output -` writes standard output.
+STDIO = "-"
+#: A path with a scheme (`hdfs://…`, `file:/…`) is left as it is: `--runner spark` reads it,
+#: hstream's own runner makes `file:` URIs paths and refuses the rest (`require_local`).
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 
 
 @dataclass
@@ -138,58 +90,92 @@ class Options:
     background: bool = False
     help: bool = False
     lazy: bool = False
+    #: Options and properties accepted without effect, as given (for the notice line).
+    ignored: list[str] = field(default_factory=list)
 
 
 def _words(argv: list[str]) -> list[tuple[str, str | None]]:
-    """(option, value) pairs; values are None for flags."""
+    """(option, value) pairs; values are None for flags. UsageError (exit 1, as StreamJob)
+    for anything that is not an option or is one without its value."""
+    if not argv:
+        raise UsageError("no arguments (-help lists the options)")
+    if argv[0].lower() == "streamjob":  # HadoopStreaming.main's explicit sub-command
+        argv = argv[1:]
     pairs: list[tuple[str, str | None]] = []
     i = 0
     while i < len(argv):
-        word = argv[i]
-        if not word.startswith("-") or word in ("-", "--"):
-            raise ConfigError(f"unexpected argument: {word}")
-        name = word.lstrip("-")
-        if name.startswith("D") and len(name) > 1 and "=" in name:
-            pairs.append(("D", name[1:]))
-            i += 1
-            continue
-        if "=" in name and name.split("=", 1)[0] in _VALUE_OPTS and word.startswith("--"):
-            name, value = name.split("=", 1)
-            pairs.append((name, value))
-            i += 1
-            continue
-        if name in _FLAG_OPTS:
-            pairs.append((name, None))
-            i += 1
-            continue
-        if name not in _VALUE_OPTS:
-            raise ConfigError(f"unknown option: {word}")
-        if i + 1 >= len(argv):
-            raise ConfigError(f"option {word} needs a value")
-        pairs.append((name, argv[i + 1]))
-        i += 2
+        name, values, i = _option(argv, i)
+        pairs += [(name, v) for v in values]
     return pairs
+
+
+def _option(argv: list[str], i: int) -> tuple[str, list[str | None], int]:
+    """The option at argv[i]: its name, its values, and where the next option starts."""
+    word = argv[i]
+    if not word.startswith("-") or word in ("-", "--"):
+        raise UsageError(f"unexpected argument: {word}")
+    name = word.lstrip("-")
+    if name.startswith("D") and len(name) > 1 and "=" in name:
+        return "D", [name[1:]], i + 1
+    if "=" in name and name.split("=", 1)[0] in _VALUE_OPTS and word.startswith("--"):
+        name, value = name.split("=", 1)
+        return name, [value], i + 1
+    if name in _FLAG_OPTS:
+        return name, [None], i + 1
+    if name not in _VALUE_OPTS:
+        raise UsageError(f"unknown option: {word}")
+    if i + 1 >= len(argv):
+        raise UsageError(f"option {word} needs a value")
+    values: list[str | None] = [argv[i + 1]]
+    i += 2
+    while name in _MULTI_OPTS and i < len(argv) and not argv[i].startswith("-"):
+        values.append(argv[i])
+        i += 1
+    return name, values, i
+
+
+@dataclass
+class _Conf:
+    """Properties as they arrive (-conf files, then -D), checked against the policy."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, None] = field(default_factory=dict)
+
+    def set(self, given: str, value: str) -> None:
+        prop = properties.classify(given, value)
+        self.values[prop.name] = value
+        if prop.use is Use.IGNORED:
+            self.ignored[given] = None
+
+    def option(self, name: str, value: str | None) -> None:
+        """A generic option that only a cluster uses (-fs, -jt, -libjars …)."""
+        value = (value or "").strip()
+        if name in ("fs", "dfs"):
+            self.set("fs.defaultFS", value)
+            self.ignored.pop("fs.defaultFS", None)
+            self._note(f"-{name}", value not in properties.SILENT_VALUES["fs.defaultFS"])
+        elif name == "jt":
+            if value != "local":
+                self.values["yarn.resourcemanager.address"] = value
+            self._note("-jt", value != "local")
+        else:
+            self._note(f"-{name}", True)
+
+    def _note(self, option: str, ignored: bool) -> None:
+        """The last of a repeated option counts: it is in the notice, or no longer."""
+        self.ignored.pop(option, None)
+        if ignored:
+            self.ignored[option] = None
 
 
 def _property(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"property must be KEY=VALUE: {text}")
-    return _check_property(key), value
+    return key.strip(), value
 
 
-def _check_property(name: str) -> str:
-    """The current name of a property hstream implements; ConfigError names any other."""
-    key = DEPRECATED.get(name, name)
-    if key in SUPPORTED or key in HSTREAM_SETTINGS:
-        return key
-    given = f" (given as {name})" if key != name else ""
-    if key.startswith("hstream."):
-        raise ConfigError(f"unknown hstream setting: {key}")
-    raise ConfigError(f"unsupported property: {key}{given}")
-
-
-def read_conf_file(path: str) -> dict[str, str]:
+def read_conf_file(path: str) -> list[tuple[str, str]]:
     """A Hadoop configuration file (`-conf`): <configuration><property><name/><value/>…"""
     try:
         root = ElementTree.parse(path).getroot()
@@ -197,13 +183,13 @@ def read_conf_file(path: str) -> dict[str, str]:
         raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from None
     except ElementTree.ParseError as e:
         raise ConfigError(f"configuration file {path} is not valid XML: {e}") from None
-    conf: dict[str, str] = {}
+    found: list[tuple[str, str]] = []
     for prop in root.iter("property"):
         name, value = prop.findtext("name"), prop.findtext("value")
         if not name:
             raise ConfigError(f"configuration file {path}: a property has no name")
-        conf[_check_property(name.strip())] = (value or "").strip()
-    return conf
+        found.append((name.strip(), (value or "").strip()))
+    return found
 
 
 def parse(argv: list[str], cwd: str | None = None) -> Options:
@@ -215,17 +201,21 @@ def parse(argv: list[str], cwd: str | None = None) -> Options:
     inputs: list[str] = []
     files: list[ShipFile] = []
     cmdenv: dict[str, str] = {}
-    conf: dict[str, str] = {}
-    from_files: dict[str, str] = {}
+    from_files: list[tuple[str, str]] = []
+    from_args: list[tuple[str, str]] = []
     single: dict[str, str] = {}
+    conf = _Conf()
     opts = Options(spec=JobSpec(name="", inputs=[], output="", mapper="cat", reducer="cat"))
     for name, value in _words(argv):
+        if name in _CLUSTER_OPTS or name in ("fs", "dfs", "jt"):
+            conf.option(name, value)
+            continue
         if name in _FLAG_OPTS:
             setattr(opts, {"lazyOutput": "lazy", "info": "help"}.get(name, name), True)
             continue
         assert value is not None
         if name == "input":
-            inputs += [v for v in value.split(",") if v]
+            inputs += split_paths(value)
         elif name in ("file", "files", "archives", "cacheFile", "cacheArchive"):
             files += _ship(value, name in ("archives", "cacheArchive"), cwd)
         elif name == "cmdenv":
@@ -234,26 +224,74 @@ def parse(argv: list[str], cwd: str | None = None) -> Options:
                 raise ConfigError(f"-cmdenv must be NAME=VALUE: {value}")
             cmdenv[k] = v
         elif name in ("D", "jobconf"):
-            k, v = _property(value)
-            conf[k] = v
-        elif name == "conf":
-            from_files.update(read_conf_file(os.path.join(cwd, value)))
+            from_args.append(_property(value))
+        elif name in ("conf", "additionalconfspec"):
+            from_files += read_conf_file(os.path.join(cwd, value))
         elif name == "io":
             if value != "text":
                 raise ConfigError(f"unsupported -io: {value} (hstream streams text only)")
+        elif name == "inputreader":
+            from_args += input_reader(value)
         else:
             single[name] = value
     if opts.help:
         return opts
-    return _build(opts, single, inputs, files, cmdenv, {**from_files, **conf}, cwd)
+    for key, value in from_files + from_args:
+        conf.set(key, value)
+    opts.ignored = list(conf.ignored)
+    return _build(opts, single, inputs, files, cmdenv, conf.values, cwd)
+
+
+#: -inputreader classes, by the names StreamJob resolves (short names are in its package).
+READERS = {"StreamXmlRecordReader", "org.apache.hadoop.streaming.StreamXmlRecordReader"}
+
+
+def input_reader(spec: str) -> list[tuple[str, str]]:
+    """`-inputreader "StreamXmlRecordReader,begin=<page>,end=</page>"` as the properties
+    StreamJob sets from it: stream.recordreader.class and one stream.recordreader.NAME each."""
+    reader, *settings = spec.split(",")
+    if reader.strip() not in READERS:
+        raise ConfigError(f"unsupported -inputreader: {reader} (hstream has StreamXmlRecordReader)")
+    found = [("stream.recordreader.class", "org.apache.hadoop.streaming.StreamXmlRecordReader")]
+    for item in settings:
+        k, _, v = item.partition("=")
+        found.append((f"stream.recordreader.{k}", v))
+    return found
+
+
+#: URI schemes of file systems other than the local one: hstream reads and writes local paths.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(//)?")
+
+
+SPARK_HINT = ", or run the job on Spark (--runner spark)"
+
+
+def local_path(path: str, what: str, hint: str = SPARK_HINT) -> str:
+    """A local path from a Hadoop path: `file:///x` and `file:/x` are `/x`; any other scheme
+    (hdfs://, s3a://, gs:// …) is an error that says what to do instead."""
+    m = _SCHEME.match(path)
+    if m is None or len(m.group(1)) == 1:  # no scheme (or a Windows drive letter)
+        return path
+    if m.group(1).lower() == "file":
+        rest = path[m.end():]
+        return rest if rest.startswith("/") else "/" + rest
+    raise ConfigError(f"{what} {path}: hstream's own runner reads and writes local paths; copy "
+                      "the data to a local or shared directory (e.g. hdfs dfs -get) and name "
+                      f"that{hint}")
+
+
+def require_local(spec: JobSpec) -> None:
+    """For hstream's own runner: `file:` URIs become paths; another scheme is an error."""
+    spec.inputs = [local_path(i, "-input") for i in spec.inputs]
+    spec.output = local_path(spec.output, "-output")
 
 
 def _build(opts: Options, single: dict[str, str], inputs: list[str], files: list[ShipFile],
            cmdenv: dict[str, str], conf: dict[str, str], cwd: str) -> Options:
     if not inputs:
-        raise ConfigError("missing required option: -input")
+        raise UsageError("missing required option: -input")
     if "output" not in single:
-        raise ConfigError("missing required option: -output")
+        raise UsageError("missing required option: -output")
     if "workers" in single:
         opts.workers = _int(single["workers"], "--workers", minimum=1)
     opts.config = single.get("config")
@@ -261,11 +299,15 @@ def _build(opts: Options, single: dict[str, str], inputs: list[str], files: list
     mapper = single.get("mapper", "cat")
     reducer: str | None = single.get("reducer", "cat")
     reduces = _int(conf.get("mapreduce.job.reduces", "1"), "mapreduce.job.reduces")
-    if "numReduceTasks" in single:
-        reduces = _int(single["numReduceTasks"], "-numReduceTasks")
+    if "numReduceTasks" in single:  # StreamJob's Integer.parseInt: a usage error (exit 1)
+        try:
+            reduces = _int(single["numReduceTasks"], "-numReduceTasks")
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
     if reducer == "NONE" or reduces == 0:
         reducer, reduces = None, 0
-    _check_ints(conf)
+    _check_text_io(conf, reducer is None)
+    check_values(conf)
     combiner = single.get("combiner")
     if _is_aggregate(mapper):
         raise ConfigError(
@@ -279,10 +321,10 @@ def _build(opts: Options, single: dict[str, str], inputs: list[str], files: list
         combiner = _localize(combiner, "combiner", files, cwd)
     if reducer is not None:
         reducer = _localize(reducer, "reducer", files, cwd)
-    output = os.path.abspath(os.path.join(cwd, single["output"]))
+    output = _path(single["output"], cwd)
     spec = JobSpec(
         name=conf.get("mapreduce.job.name", "streamjob"),
-        inputs=[os.path.join(cwd, i) for i in inputs],
+        inputs=[i if i == STDIO or _URI.match(i) else os.path.join(cwd, i) for i in inputs],
         output=output, mapper=mapper, reducer=reducer, combiner=combiner, num_reduces=reduces,
         files=files, cmdenv=cmdenv, conf=conf, lazy_output=opts.lazy, cwd=cwd)
     opts.spec = spec
@@ -340,9 +382,56 @@ def _classes(single: dict[str, str], conf: dict[str, str]) -> None:
         if key in conf and conf[key] not in TEXT_CLASSES:
             raise ConfigError(f"unsupported {key}: {conf[key]} (streaming data is Text)")
     _check_keyfield_options(conf)
+    _check_record_reader(conf)
     codec = conf.get("mapreduce.output.fileoutputformat.compress.codec")
     if codec is not None and codec not in CODECS:
         raise ConfigError(f"unsupported compression codec: {codec}")
+
+
+def _check_record_reader(conf: dict[str, str]) -> None:
+    """StreamXmlRecordReader needs its begin and end marks; with slowmatch they are regular
+    expressions (Hadoop compiles them too)."""
+    if not conf.get("stream.recordreader.class"):
+        return
+    for mark in ("begin", "end"):
+        value = conf.get(f"stream.recordreader.{mark}", "")
+        if not value:
+            raise ConfigError(f"StreamXmlRecordReader needs stream.recordreader.{mark} "
+                              f"(-inputreader \"StreamXmlRecordReader,begin=<tag>,end=</tag>\")")
+        if conf.get("stream.recordreader.slowmatch", "false").lower() == "true":
+            try:
+                re.compile(value.encode())
+            except re.error as e:
+                raise ConfigError(f"stream.recordreader.{mark}: bad pattern {value}: {e}") from None
+
+
+#: The stream.* I/O identifiers: text everywhere, keyonlytext where the data is still text.
+_IO = ("stream.map.input", "stream.map.output", "stream.reduce.input", "stream.reduce.output")
+
+
+def _check_text_io(conf: dict[str, str], map_only: bool) -> None:
+    """keyonlytext where its meaning is text: the mapper sees keys, a map-only or reduce
+    output is written as keys (no separator), the reducer sees keys. rawbytes and typedbytes
+    are not text."""
+    for key in _IO:
+        value = conf.get(key, "text")
+        if value not in ("text", "keyonlytext"):
+            raise ConfigError(f"unsupported {key}: {value} (hstream streams text: text or "
+                              "keyonlytext)")
+    if conf.get("stream.map.input") == "keyonlytext" and _drops_map_key(conf):
+        raise ConfigError("stream.map.input=keyonlytext with TextInputFormat gives the mapper "
+                          "nothing (its key is dropped); set stream.map.input.ignoreKey=false "
+                          "for byte offsets")
+    if (conf.get("stream.map.output") == "keyonlytext" and not map_only
+            and conf.get("stream.reduce.input") != "keyonlytext"):
+        raise ConfigError("stream.map.output=keyonlytext needs stream.reduce.input=keyonlytext "
+                          "(Hadoop would hand the reducer key<TAB>(null))")
+
+
+def _drops_map_key(conf: dict[str, str]) -> bool:
+    text_format = conf.get("hstream.inputformat", "TextInputFormat") == "TextInputFormat"
+    default = "true" if text_format and not conf.get("stream.recordreader.class") else "false"
+    return conf.get("stream.map.input.ignoreKey", default).lower() == "true"
 
 
 def _check_keyfield_options(conf: dict[str, str]) -> None:
@@ -371,6 +460,14 @@ _INTS = {  # property: smallest value
     "mapreduce.task.timeout": 0, "mapreduce.input.lineinputformat.linespermap": 1,
     "mapreduce.job.maxtaskfailures.per.tracker": 1, "hstream.sort.buffer.bytes": 1,
     "stream.jobconf.truncate.limit": -1,
+    "mapreduce.input.linerecordreader.line.maxlength": 1,
+    "hstream.task.output.line.maxlength": 1, "hstream.task.exit.grace.ms": 0,
+    "mapreduce.task.io.sort.mb": 1,
+    "mapreduce.map.memory.mb": -1, "mapreduce.reduce.memory.mb": -1,
+    "mapred.child.ulimit": 0, "mapred.map.child.ulimit": 0, "mapred.reduce.child.ulimit": 0,
+    "mapreduce.input.fileinputformat.split.minsize": 0,
+    "mapreduce.input.fileinputformat.split.maxsize": 0, "fs.local.block.size": 1,
+    "stream.recordreader.maxrec": 1, "stream.recordreader.lookahead": 1,
 }
 _FLOATS = ("hstream.speculative.slowness", "hstream.speculative.lag")
 _SEPARATORS = (
@@ -383,8 +480,24 @@ _BOOLEANS = (
     "stream.non.zero.exit.is.failure", "stream.map.input.ignoreKey",
     "mapreduce.output.fileoutputformat.compress", "mapreduce.map.speculative",
     "mapreduce.reduce.speculative", "mapreduce.job.speculative",
-    "mapreduce.fileoutputcommitter.marksuccessfuljobs",
+    "mapreduce.fileoutputcommitter.marksuccessfuljobs", "mapred.textoutputformat.ignoreseparator",
+    "mapreduce.map.output.compress", "mapreduce.task.files.preserve.failedtasks",
+    "stream.recordreader.slowmatch",
+    "mapreduce.input.fileinputformat.input.dir.recursive",
 )
+
+
+def check_values(conf: dict[str, str]) -> None:
+    """The property values the daemons parse; the manager checks a submitted job's again, since
+    any holder of the secret may send one without this module's help."""
+    _check_ints(conf)
+    _check_keyfield_options(conf)
+    if "mapreduce.job.priority" in conf:
+        try:
+            properties.job_priority(conf["mapreduce.job.priority"])
+        except ValueError:
+            raise ConfigError(f"mapreduce.job.priority must be VERY_HIGH, HIGH, NORMAL, LOW, "
+                              f"VERY_LOW or a number: {conf['mapreduce.job.priority']}") from None
 
 
 def _check_ints(conf: dict[str, str]) -> None:
@@ -418,16 +531,17 @@ def _ship(value: str, archive: bool, cwd: str) -> list[ShipFile]:
     shipped = []
     for item in (v for v in value.split(",") if v):
         path, _, alias = item.partition("#")
-        if path.startswith("file://"):
-            path = path[len("file://"):]
-        elif "://" in path:
-            raise ConfigError(f"only local files can be shipped: {path}")
+        path = local_path(path, "file to ship", "")
         full = os.path.abspath(os.path.join(cwd, path))
         if not os.path.exists(full):
-            raise HstreamError(f"file to ship does not exist: {path}", 2)
+            raise UsageError(f"file to ship does not exist: {path}")
         if archive and not full.lower().endswith(ARCHIVES):
             raise ConfigError(f"unsupported archive type (want {', '.join(ARCHIVES)}): {path}")
-        shipped.append(ShipFile(full, alias or os.path.basename(path), archive))
+        name = alias or os.path.basename(path)
+        if not plain_name(name):  # it becomes a path in the task's directory
+            raise ConfigError(f"the name a file is shipped under must be a plain name "
+                              f"(no '/', '..' or NUL): {name!r} in {item!r}")
+        shipped.append(ShipFile(full, name, archive))
     return shipped
 
 
@@ -444,8 +558,7 @@ def _localize(cmd: str, role: str, files: list[ShipFile], cwd: str) -> str:
     if os.sep in program or (os.path.isfile(local) and program not in shipped):
         if not os.path.isfile(local):
             raise ConfigError(f"{role} not found: {program}")
-        if not os.access(local, os.X_OK):
-            raise ConfigError(f"{role} is not executable: {program}")
+        # Not executable is fine: like Hadoop, the task makes its own copy executable.
         name = os.path.basename(program)
         if name not in shipped:
             files.append(ShipFile(os.path.abspath(local), name))
@@ -461,10 +574,27 @@ def _requote(arg: str) -> str:
     return f"'{arg}'" if (" " in arg or not arg) and "'" not in arg else arg
 
 
+def _path(path: str, cwd: str) -> str:
+    """An absolute path, except STDIO: the client swaps that for a real path (`hstream.cli`)."""
+    if path == STDIO or _URI.match(path):  # hdfs://, s3a://: for --runner spark
+        return path
+    return os.path.abspath(os.path.join(cwd, path))
+
+
 def check_output(output: str) -> None:
-    if os.path.lexists(output):
+    if output != STDIO and os.path.lexists(output):
         raise OutputExists(f"output directory already exists: {output}")
 
 
+def make_output_parent(output: str) -> None:
+    """Create the output's missing parent directories, as Hadoop does."""
+    if output == STDIO:
+        return
+    try:
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+    except OSError as e:
+        raise HstreamError(f"cannot create the output's parent directory: {e}") from None
+
+
 def check_inputs(inputs: list[str]) -> list[str]:
-    return list_inputs(inputs)
+    return list_inputs([i for i in inputs if i != STDIO])

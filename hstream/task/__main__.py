@@ -1,7 +1,8 @@
 """`python -m hstream.task ATTEMPT_DIR`: one attempt of a map or reduce task, as its own process.
 
-The worker starts it in a new session and writes the cluster secret and the TaskSpec (JSON)
-on its stdin. Killing the session kills the attempt: this process, the user's command, the
+The worker starts it in a new session and writes the job's credentials (`protocol.Auth`:
+the job's token, never the cluster secret, and the cluster CA) and the TaskSpec (JSON) on its
+stdin. Killing the session kills the attempt: this process, the user's command, the
 sorts. Reports go to stdout as JSON lines: {"progress": …}, finally {"result": …}.
 This is the only module that imports both pipelines. Stdlib only.
 """
@@ -16,7 +17,9 @@ import sys
 import threading
 import time
 
+from hstream import protocol
 from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
+from hstream.task import knobs
 from hstream.task.attempt import Attempt, Reporter, TaskError
 from hstream.task.maptask import run_map
 from hstream.task.reducetask import run_reduce
@@ -37,20 +40,22 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     root = args[0]
     stdin = sys.stdin.buffer
-    secret = bytes.fromhex(stdin.readline().decode().strip())
+    auth = protocol.read_auth(stdin)
     spec = from_dict(TaskSpec, json.loads(stdin.read()))
     logging.basicConfig(level=logging.INFO, filename=os.path.join(root, "task.log"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reporter = Reporter(sys.stdout.buffer)
     threading.Thread(target=_watch_parent, daemon=True).start()
+    guard = knobs.start_guard(spec)
     try:
-        attempt = Attempt(spec, root, secret, reporter)
+        attempt = Attempt(spec, root, auth, reporter)
         result = run_map(attempt) if spec.kind == "map" else run_reduce(attempt)
     except TaskError as e:  # a failed attempt's counters never count, so none are sent
         result = TaskResult(ok=False, error=str(e), exit_status=e.exit_status, stderr_tail=e.tail)
     except Exception as e:  # noqa: BLE001 - any crash is this attempt's failure, reported
         logger.exception("attempt failed")
         result = TaskResult(ok=False, error=f"{type(e).__name__}: {e}")
+    result = knobs.finish(spec, root, result, guard)
     reporter.send({"result": to_dict(result)}, force=True)
     return 0 if result.ok else 1
 

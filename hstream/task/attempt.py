@@ -14,31 +14,42 @@ Stdlib only.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import resource
+import select
 import shutil
 import subprocess
+import tarfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
+from hstream import protocol
 from hstream.hadoop import command as commands
-from hstream.hadoop import keyfields
+from hstream.hadoop import keyfields, properties
 from hstream.hadoop.codecs import CODECS
 from hstream.hadoop.keyfields import KeySpec
-from hstream.job import TaskSpec
-from hstream.task import remote
-from hstream.task.lines import whole_lines
+from hstream.job import TaskSpec, plain_name
+from hstream.task import knobs, remote, shuffle
+from hstream.task.lines import OUTPUT_LIMIT, LineCutter, LineLimit, LineTooLong, line_limit
 from hstream.task.output import OutputWriter
-from hstream.task.reporter import StderrReader
-from hstream.task.sorting import DEFAULT_BUFFER, SortOrder
+from hstream.task.reporter import StderrReader, bounded
+from hstream.task.sorting import SortFailed, SortOrder
+from hstream.task.splits import InputChanged
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 MFW = "Map-Reduce Framework"
+#: How long a command's output may stay open after the command exited (its background
+#: children hold it) before the attempt stops reading and ends.
+EXIT_GRACE = "hstream.task.exit.grace.ms"
+DEFAULT_EXIT_GRACE_MS = 3000
 
 
 class TaskError(Exception):
@@ -90,7 +101,7 @@ class Reporter:
         self.last = now
         with self.lock:
             try:
-                self.out.write(json.dumps(msg).encode() + b"\n")
+                self.out.write(json.dumps(bounded(msg)).encode() + b"\n")
                 self.out.flush()
             except (BrokenPipeError, ValueError):
                 pass
@@ -99,14 +110,16 @@ class Reporter:
 class Attempt:
     """Directories, environment and the user's command for one attempt."""
 
-    def __init__(self, spec: TaskSpec, root: str, secret: bytes, reporter: Reporter) -> None:
+    def __init__(self, spec: TaskSpec, root: str, auth: protocol.Auth,
+                 reporter: Reporter) -> None:
         self.spec = spec
         self.root = root
-        self.secret = secret
+        #: The job's token (never the cluster secret): this job's shuffle and relay only.
+        self.auth = auth
         self.reporter = reporter
         self.conf = spec.conf
         self.work = os.path.join(root, "work")
-        self.tmp = os.path.join(root, "tmp")
+        self.tmp = knobs.tmp_dir(spec, root)
         #: The worker's directory for this job (attempts live in JOB/attempts/ATTEMPT).
         self.job_dir = os.path.dirname(os.path.dirname(root))
         for d in (self.work, self.tmp):
@@ -116,7 +129,19 @@ class Attempt:
         self.stderr: StderrReader | None = None
         #: How far through its input the attempt is, for progress reports.
         self.fraction = 0.0
-        self.buffer = int(self.conf.get("hstream.sort.buffer.bytes", DEFAULT_BUFFER))
+        #: Bytes of input read and of shuffle fetched so far; with the part file's bytes they
+        #: go with every progress report (the manager's history turns them into rates).
+        self.bytes_read = 0
+        self.bytes_fetched = 0
+        self.writer: OutputWriter | None = None
+        self.buffer = knobs.sort_buffer(self.conf)
+        self.grace = int(self.conf.get(EXIT_GRACE, DEFAULT_EXIT_GRACE_MS)) / 1000
+        self.gave_up = False
+
+    def output_limit(self) -> LineLimit:
+        """The line length limit on what the user's command writes."""
+        who = "mapper" if self.spec.kind == "map" else "reducer"
+        return LineLimit(line_limit(self.conf, OUTPUT_LIMIT), OUTPUT_LIMIT, f"{who} output")
 
     def count(self, name: str, amount: int, group: str = MFW) -> None:
         g = self.counters.setdefault(group, {})
@@ -124,16 +149,17 @@ class Attempt:
 
     def _ship_files(self) -> None:
         for f in self.spec.files:
+            if not plain_name(f.name):  # the client refuses these; a forged spec gets here
+                raise TaskError(f"shipped file name is not a plain name: {f.name!r}")
             link = os.path.join(self.work, f.name)
             if os.path.lexists(link):
                 continue
             path = f.path
             if not self.spec.shared_fs:  # one copy per job on this host, fetched once
                 path = os.path.join(self.job_dir, "files", f.name)
-                remote.fetch_file(self.spec.manager, self.secret, self.spec.job_id, f.name, path)
-            if f.archive:  # a .jar is a zip, as Hadoop unpacks it
-                jar = f.path.lower().endswith((".jar", ".zip"))
-                shutil.unpack_archive(path, link, format="zip" if jar else None)
+                remote.fetch_file(self.spec.manager, self.auth, self.spec.job_id, f.name, path)
+            if f.archive:
+                unpack(path, link, f.path)
             else:
                 os.symlink(path, link)
 
@@ -150,7 +176,7 @@ class Attempt:
         if path is None:
             return None
         if not self.spec.shared_fs:
-            remote.upload_output(self.spec.manager, self.secret, self.spec.job_id,
+            remote.upload_output(self.spec.manager, self.auth, self.spec.job_id,
                                 self.spec.attempt_id, path)
         return os.path.basename(path)
 
@@ -165,8 +191,11 @@ class Attempt:
             "mapreduce.task.ismap": "true" if s.kind == "map" else "false",
             "mapreduce.task.output.dir": self.output_dir,
             "mapreduce.job.local.dir": self.work,
+            # Hadoop's local directories are the worker's and the attempt's here.
+            "mapreduce.cluster.local.dir": os.path.dirname(self.job_dir),
+            "hadoop.tmp.dir": self.tmp,
         })
-        if s.split is not None:
+        if s.split is not None and not s.split.parts:  # CombineFileSplit: none, as in Hadoop
             conf.update({
                 "mapreduce.map.input.file": s.split.path,
                 "mapreduce.map.input.start": str(s.split.start),
@@ -177,7 +206,7 @@ class Attempt:
         base["TMPDIR"] = self.tmp
         base["PATH"] = self.work + os.pathsep + base.get("PATH", os.defpath)
         truncate = int(s.conf.get("stream.jobconf.truncate.limit", "-1"))
-        env = commands.task_environment(conf, s.env, base, truncate)
+        env = commands.task_environment(properties.job_view(conf), s.env, base, truncate)
         env["mapreduce_task_is_map"] = env["mapreduce_task_ismap"]
         return env
 
@@ -187,6 +216,7 @@ class Attempt:
             argv = commands.resolve(command, self.work, kind=kind)
         except OSError as e:
             raise TaskError(str(e)) from None
+        argv = knobs.with_ulimit(argv, self.conf, self.spec.kind)
         log = open(os.path.join(self.root, "stderr.log"), "ab")
         proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                                 cwd=self.work, env=self.environment())
@@ -196,27 +226,45 @@ class Attempt:
         self.stderr.start()
         return proc
 
+    def drain(self, proc: subprocess.Popen[bytes], write: Any, eager: bool = False) -> int:
+        """Pump the command's stdout to `write` until EOF, or until the command has exited
+        and its output stayed silent for the exit grace: then only a background child it
+        left behind holds the pipe, and the attempt must not wait for it (the worker kills
+        that child when the attempt ends)."""
+        assert proc.stdout is not None
+        total = pump(proc.stdout, write, eager, proc, self.grace)
+        self.gave_up = proc.stdout.closed  # the grace is spent: stderr gets none of it
+        return total
+
     def check_exit(self, proc: subprocess.Popen[bytes], what: str) -> None:
         status = proc.wait()
         if self.stderr is not None:
-            self.stderr.join()
+            self.stderr.join(0.1 if self.gave_up else self.grace)
+            if self.stderr.is_alive():
+                logger.warning("%s exited but its stderr is still open (a background child "
+                               "holds it): not waiting for it", what)
         if status == 0:
             return
         if self.conf.get("stream.non.zero.exit.is.failure", "true").lower() == "false":
             logger.warning("%s exited with status %d (ignored)", what, status)
             return
-        tail = list(self.stderr.tail) if self.stderr else []
+        tail = _copy(self.stderr.tail) if self.stderr else []
         raise TaskError(f"{what} subprocess failed with code {status}", status, tail)
 
-    def progress(self, fraction: float) -> None:
-        """A progress report, with the command's last `reporter:status:` message."""
+    def progress(self, fraction: float, force: bool = False) -> None:
+        """A progress report, with the command's last `reporter:status:` message and the
+        bytes read, fetched and written so far."""
         status = self.stderr.status if self.stderr is not None else ""
-        report: dict[str, object] = {"progress": fraction}
+        written = self.writer.bytes if self.writer is not None else 0
+        report: dict[str, object] = {"progress": fraction,
+                                     "bytes": [self.bytes_read, self.bytes_fetched, written]}
         if status:
             report["status"] = status
-        self.reporter.send(report)
+        self.reporter.send(report, force)
 
     def user_counters(self) -> None:
+        if self.stderr is not None and self.stderr.too_many:  # Hadoop fails the task too
+            raise TaskError(self.stderr.too_many)
         if self.stderr is not None:
             for group, names in self.stderr.snapshot().items():
                 for name, value in names.items():
@@ -230,14 +278,93 @@ class Attempt:
             codec = CODECS.get(self.conf.get("mapreduce.output.fileoutputformat.compress.codec",
                                              "gzip"), ".gz")
         out_sep = keyfields.setting_sep(self.conf, "mapreduce.output.textoutputformat.separator")
-        return OutputWriter(path, key, out_sep, codec, s.lazy_output, raw,
-                            make_dirs=not s.shared_fs)
+        keys_only = keyfields.writes_keys_only(self.conf, s.kind)
+        self.writer = OutputWriter(path, key, out_sep, codec, s.lazy_output, raw or keys_only,
+                                   make_dirs=not s.shared_fs, limit=self.output_limit())
+        self.writer.ignore_sep = keyfields.ignores_separator(self.conf)
+        return self.writer
 
 
 
 
 
 
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """What fails an attempt for a reason the user can act on becomes a TaskError with one
+    clear line: a line over its limit, an input that changed, a sort that failed, a full
+    disk (named with its directory, not as a traceback). A decorator of the pipelines."""
+    try:
+        yield
+    except (LineTooLong, InputChanged, SortFailed) as e:
+        raise TaskError(str(e)) from None
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        where = (f" in {os.path.dirname(e.filename)}" if isinstance(e.filename, str)
+                 else " in the attempt's working directory")
+        raise TaskError(f"no space left on device{where}") from None
+
+
+def unpack(archive: str, dest: str, name: str) -> None:
+    """Unpack a shipped archive into `dest` (a .jar is a zip, as Hadoop unpacks it). zipfile
+    already keeps every member inside; tar members are extracted with tarfile's `data`
+    filter (or the same checks where this Python lacks it): an absolute name is made
+    relative, and a `..` that leads out, a link pointing out or a device fails the attempt,
+    naming the member."""
+    if name.lower().endswith((".jar", ".zip")):
+        shutil.unpack_archive(archive, dest, format="zip")
+        return
+    os.makedirs(dest, exist_ok=True)
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                _extract(tar, member, dest)
+    except (tarfile.TarError, ValueError) as e:
+        raise TaskError(f"archive {os.path.basename(name)}: {e}") from None
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: str) -> None:
+    if hasattr(tarfile, "data_filter"):
+        tar.extract(member, dest, filter="data")
+        return
+    _check_member(member, dest)  # Pythons before 3.11.4: the data filter's rules by hand
+    tar.extract(member, dest)
+
+
+def _check_member(member: tarfile.TarInfo, dest: str) -> None:
+    root = os.path.realpath(dest)
+
+    def inside(path: str) -> bool:
+        return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+    member.name = member.name.lstrip("/")  # as the data filter does: /a/b lands in dest/a/b
+    target = os.path.join(root, member.name)
+    if not inside(target):
+        raise ValueError(f"member {member.name!r} would be written outside the directory")
+    if member.isdev():
+        raise ValueError(f"member {member.name!r} is a device or FIFO")
+    if member.issym() and (os.path.isabs(member.linkname) or not inside(
+            os.path.join(os.path.dirname(target), member.linkname))):
+        raise ValueError(f"symlink {member.name!r} points outside the directory")
+    if member.islnk() and not inside(os.path.join(root, member.linkname)):
+        raise ValueError(f"hard link {member.name!r} points outside the directory")
+
+
+def discard_attempt(spec: TaskSpec, root: str) -> None:
+    """Remove what a failed or killed attempt wrote: its directory (spills, fetched input,
+    work files), its map output, and its partial part file in the job's staging area.
+    Only this attempt's own paths, named from its id; a published output is never touched
+    (the staging directory is gone by then)."""
+    knobs.remove_tmp(spec, knobs.tmp_dir(spec, root))  # under stream.tmpdir, if set
+    shutil.rmtree(root, ignore_errors=True)
+    job_dir = os.path.dirname(os.path.dirname(root))
+    shutil.rmtree(shuffle.map_output_dir(job_dir, spec.attempt_id), ignore_errors=True)
+    if spec.shared_fs and spec.output_dir:
+        shutil.rmtree(os.path.join(spec.output_dir, "_temporary", spec.attempt_id),
+                      ignore_errors=True)
 
 
 def sort_order(conf: dict[str, str]) -> SortOrder:
@@ -259,23 +386,92 @@ def close_input(stdin: IO[bytes]) -> None:
         pass
 
 
-def pump(stream: IO[bytes], write: Any, eager: bool = False) -> int:
+def pump(stream: IO[bytes], write: Any, eager: bool = False,
+         proc: subprocess.Popen[bytes] | None = None, grace: float = 0.0) -> int:
     """Copy a command's output to `write` a megabyte at a time (few, large Python steps);
-    `eager` passes on whatever has arrived, so a part file grows while its command runs."""
-    total = 0
-    read = stream.read1 if eager and hasattr(stream, "read1") else stream.read
+    `eager` passes on whatever has arrived, so a part file grows while its command runs.
+    With `proc`, reading also stops once `proc` has exited and no byte came for `grace`
+    seconds; the pipe is then closed, so whoever still holds it gets EPIPE."""
+    if proc is None:
+        read = stream.read1 if eager and hasattr(stream, "read1") else stream.read
+        return sum(_passed(data, write) for data in iter(lambda: read(CHUNK), b""))
+    fd, total, pending = stream.fileno(), 0, _Pending(write, 0 if eager else CHUNK)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    quiet: float | None = None
     while True:
-        data = read(CHUNK)
-        if not data:
-            return total
-        total += len(data)
-        write(data)
+        if poller.poll(POLL_MS):
+            data = os.read(fd, CHUNK)
+            if not data:
+                break
+            total, quiet = total + len(data), None
+            pending.add(data)
+            continue
+        pending.flush()
+        if proc.poll() is None:
+            continue
+        quiet = quiet or time.monotonic()
+        if time.monotonic() - quiet >= grace:
+            logger.warning("the command exited %.1f s ago but its output is still open (a "
+                           "background child holds it): not reading it any more", grace)
+            stream.close()
+            break
+    pending.flush()
+    return total
+
+
+POLL_MS = 100
+
+
+def _copy(lines: Any) -> list[str]:
+    """A copy of a deque that a reader still running (a child holds stderr) may append to."""
+    for _ in range(10):
+        try:
+            return list(lines)
+        except RuntimeError:  # mutated during iteration
+            continue
+    return []
+
+
+def _passed(data: bytes, write: Any) -> int:
+    write(data)
+    return len(data)
+
+
+class _Pending:
+    """Reads collected up to `size` bytes before they are written (one large step)."""
+
+    def __init__(self, write: Any, size: int) -> None:
+        self.write = write
+        self.size = size
+        self.parts: list[bytes] = []
+        self.bytes = 0
+
+    def add(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.bytes += len(data)
+        if self.bytes >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+            self.parts, self.bytes = [], 0
+            self.write(data)
 
 
 def pump_lines(stream: IO[bytes], consume: Any) -> None:
-    """Hand `consume` buffers of whole lines."""
-    for lines in whole_lines(iter(lambda: stream.read(CHUNK), b"")):
-        consume(lines)
+    """Hand `consume` buffers of whole lines (bytes, or the bytearray a long line grew in:
+    never copied whole)."""
+    cutter = LineCutter()
+    for data in iter(lambda: stream.read(CHUNK), b""):
+        lines = cutter.cut(data)
+        if lines:
+            consume(lines)
+        del lines  # a long line's buffer goes before the next one grows
+    last = cutter.flush()
+    if last:
+        consume(last)
 
 
 class Liveness(threading.Thread):

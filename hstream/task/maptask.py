@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 from hstream.hadoop import command as commands
 from hstream.hadoop import keyfields
-from hstream.job import TaskResult
-from hstream.task import records, remote, shuffle
+from hstream.hadoop.keyfields import KeySpec
+from hstream.job import Split, TaskResult
+from hstream.task import mapcodec, records, remote, shuffle
 from hstream.task.attempt import (
     CHUNK,
     Attempt,
@@ -26,12 +28,21 @@ from hstream.task.attempt import (
     Stopwatch,
     TaskError,
     close_input,
-    pump,
     pump_lines,
     sort_order,
+    user_errors,
 )
+from hstream.task.lines import INPUT_LIMIT, WINDOW, LineLimit, Lines, key_end, line_limit, windows
 from hstream.task.partition import route_lines, route_sorted
-from hstream.task.sorting import Run, SortOrder, Spiller, merge_command, sort_command, sort_env
+from hstream.task.sorting import (
+    Run,
+    SortOrder,
+    Spiller,
+    merge_command,
+    sort_command,
+    sort_env,
+    sort_failed,
+)
 from hstream.task.splits import read_split
 
 
@@ -46,12 +57,14 @@ def _feed(proc: subprocess.Popen[bytes], chunks: Iterator[bytes], attempt: Attem
             records += data.count(b"\n")
             done += len(data)
             stdin.write(data)
+            attempt.bytes_read = done
             attempt.fraction = min(done / total, 1.0) if total else 0.0
             attempt.progress(attempt.fraction)
     except BrokenPipeError:
         pass
     except BaseException as e:  # noqa: BLE001 - reported by the main thread
         errors.append(e)
+        proc.kill()  # bad input: its output is no use, and the error is the input's
     finally:
         close_input(stdin)
         attempt.count("Map input records", records)
@@ -61,15 +74,27 @@ def _feed(proc: subprocess.Popen[bytes], chunks: Iterator[bytes], attempt: Attem
 def _map_input(attempt: Attempt) -> Iterator[bytes]:
     spec = attempt.spec
     assert spec.split is not None
-    if spec.shared_fs:
-        chunks = read_split(spec.split)
-    else:
-        chunks = remote.read_remote_split(spec.manager, attempt.secret, spec.job_id, spec.split)
-    if records.needs_record_transform(attempt.conf):
-        return records.transform_input(chunks, attempt.conf, spec.split)
-    return chunks
+    max_line = line_limit(attempt.conf, INPUT_LIMIT)
+
+    def read(split: Split) -> Iterator[bytes]:  # one file's range (a combined split has many)
+        if spec.shared_fs:
+            chunks = read_split(split, max_line=max_line)
+        else:
+            chunks = remote.read_remote_split(spec.manager, attempt.auth, spec.job_id, split)
+        return _bounded(chunks, LineLimit(max_line, INPUT_LIMIT, split.path))
+
+    return records.map_input(spec.split, attempt.conf, read)
 
 
+def _bounded(chunks: Iterator[bytes], limit: LineLimit) -> Iterator[bytes]:
+    """The input as it is, failing at the first line longer than the limit (a file that is
+    one endless line must not stream into the mapper for ever)."""
+    for data in chunks:
+        limit.check(data)
+        yield data
+
+
+@user_errors()
 def run_map(attempt: Attempt) -> TaskResult:
     spec = attempt.spec
     assert spec.split is not None
@@ -84,7 +109,8 @@ def run_map(attempt: Attempt) -> TaskResult:
     output_file = None
     if spec.num_reduces == 0:
         writer = attempt.output_writer(keyfields.map_key(attempt.conf))
-        pump(proc.stdout, writer.write, eager=True)
+        attempt.drain(proc, writer.write, eager=True)
+        _check_input(feeder, errors, attempt)
         attempt.check_exit(proc, "mapper")
         output_file = attempt.publish(writer.close())
         attempt.count("Map output records", writer.records)
@@ -92,8 +118,9 @@ def run_map(attempt: Attempt) -> TaskResult:
     else:
         watch = Stopwatch()
         order = sort_order(attempt.conf)
-        spiller = Spiller(order, attempt.buffer, attempt.tmp)
-        out_bytes = pump(proc.stdout, spiller.write)
+        spiller = Spiller(order, attempt.buffer, attempt.tmp, attempt.output_limit())
+        out_bytes = attempt.drain(proc, spiller.write)
+        _check_input(feeder, errors, attempt)
         runs = spiller.close()
         attempt.check_exit(proc, "mapper")
         watch.lap(f"map and sort ({len(runs)} spills)")
@@ -104,11 +131,17 @@ def run_map(attempt: Attempt) -> TaskResult:
         _partition(attempt, order, runs)
         watch.lap(f"merge and partition ({spec.num_reduces} partitions)")
     live.stop()
-    feeder.join()
-    if errors:
-        raise TaskError(f"reading input failed: {errors[0]}")
     attempt.user_counters()
     return TaskResult(ok=True, counters=attempt.counters, output_file=output_file)
+
+
+def _check_input(feeder: threading.Thread, errors: list[BaseException],
+                 attempt: Attempt) -> None:
+    """Once the mapper's output has ended, its input was all read or it failed; a feeder
+    still writing feeds a pipe that only a background child of the mapper holds."""
+    feeder.join(attempt.grace)
+    if errors:
+        raise TaskError(f"reading input failed: {errors[0]}")
 
 
 def _partition(attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
@@ -126,6 +159,9 @@ def _partition(attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
     for r in runs:
         if os.path.exists(r.path):
             os.unlink(r.path)
+    compressed = mapcodec.compress_partitions(outdir, attempt.conf)
+    if compressed is not None:
+        attempt.count("Map output materialized bytes", compressed)
     shuffle.write_meta(outdir, keyed or spec.combiner is not None)
 
 
@@ -137,8 +173,9 @@ def _single_partition(attempt: Attempt, order: SortOrder, runs: list[Run], path:
         os.replace(runs[0].path, path)
     else:
         argv = merge_command(order, runs, attempt.buffer, attempt.tmp) + [f"--output={path}.tmp"]
-        if subprocess.run(argv, env=sort_env()).returncode != 0:
-            raise TaskError("merging map output failed")
+        merge = subprocess.Popen(argv, env=sort_env(), stderr=subprocess.PIPE)
+        if merge.wait() != 0:
+            raise sort_failed(merge, "merging map output", attempt.tmp)
         os.replace(path + ".tmp", path)
 
 
@@ -152,11 +189,12 @@ def _route(attempt: Attempt, order: SortOrder, runs: list[Run], outdir: str) -> 
             pump_lines(f, router)
     elif runs:
         argv = merge_command(order, runs, attempt.buffer, attempt.tmp)
-        merge = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
+        merge = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=sort_env())
         assert merge.stdout is not None
         pump_lines(merge.stdout, router)
         if merge.wait() != 0:
-            raise TaskError(f"merging map output failed (sort status {merge.returncode})")
+            raise sort_failed(merge, "merging map output", attempt.tmp)
     for sink in sinks:
         sink.close()
     if spec.combiner:
@@ -165,13 +203,40 @@ def _route(attempt: Attempt, order: SortOrder, runs: list[Run], outdir: str) -> 
 
 
 def _router(attempt: Attempt, order: SortOrder, sinks: list[Any]) -> Any:
+    """Buffers of whole lines to their partitions: windows of short lines by the C-speed
+    routes, each long line as a slice of its buffer (memory stays near the line limit)."""
     partitioner = attempt.conf.get("hstream.partitioner", "")
-    if partitioner:
-        part_key = keyfields.partition_key(attempt.conf)
-        return lambda buf: route_lines(buf, part_key, sinks)
-    if order.comparator:
-        return lambda buf: route_lines(buf, order.key.key, sinks)
-    return lambda buf: route_sorted(buf, order.key, sinks)
+    part_key = keyfields.partition_key(attempt.conf) if partitioner else None
+
+    def route(buf: bytes) -> None:
+        if part_key is not None:
+            route_lines(buf, part_key, sinks)
+        elif order.comparator:
+            route_lines(buf, order.key.key, sinks)
+        else:
+            route_sorted(buf, order.key, sinks)
+
+    def routed(buf: Lines) -> None:
+        if len(buf) <= WINDOW:
+            route(bytes(buf))
+            return
+        for start, end in windows(buf):
+            if end - start <= WINDOW:
+                route(bytes(memoryview(buf)[start:end]))
+            else:
+                _route_long(buf, start, end, order.key, part_key, sinks)
+
+    return routed
+
+
+def _route_long(buf: Lines, start: int, end: int, key: KeySpec, part_key: Any,
+                sinks: list[Any]) -> None:
+    """One long line, buf[start:end], to its partition by the same key as the routes above,
+    written as a slice of its buffer."""
+    view = memoryview(buf)
+    k = view[start:key_end(buf, start, end - 1, key)]
+    part = zlib.crc32(part_key(bytes(k)) if part_key is not None else k) % len(sinks)
+    sinks[part].write(view[start:end], 1)
 
 
 class _PartitionSink:
@@ -198,8 +263,12 @@ class _PartitionSink:
             assert self.sort.stdin is not None
             self.sort.stdin.close()
 
-    def write(self, data: bytes) -> None:
-        self.records += data.count(b"\n")
+    def write(self, data: bytes | memoryview, lines: int | None = None) -> None:
+        """Lines for this partition (`lines` of them, if the caller counted)."""
+        if lines is None:
+            assert not isinstance(data, memoryview)
+            lines = data.count(b"\n")
+        self.records += lines
         if self.combiner is not None:
             assert self.combiner.stdin is not None
             self.combiner.stdin.write(data)

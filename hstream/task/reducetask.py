@@ -8,31 +8,35 @@ in between. Stdlib only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from hstream.hadoop import command as commands
 from hstream.hadoop import keyfields
+from hstream.hadoop.command import unescape
+from hstream.hadoop.keyfields import KeySpec
 from hstream.job import TaskResult
-from hstream.task import shuffle
+from hstream.task import mapcodec, shuffle
 from hstream.task.attempt import (
     CHUNK,
     Attempt,
     Liveness,
     Stopwatch,
-    TaskError,
     close_input,
-    pump,
     pump_lines,
     read_bytes,
     sort_order,
+    user_errors,
 )
+from hstream.task.lines import WINDOW, Lines, key_end, windows
 from hstream.task.partition import count_groups
-from hstream.task.sorting import Run, SortOrder, merge_command, sort_env
+from hstream.task.sorting import Run, SortOrder, merge_command, sort_env, sort_failed
 
 
 def run_reduce(attempt: Attempt) -> TaskResult:
@@ -40,17 +44,32 @@ def run_reduce(attempt: Attempt) -> TaskResult:
     inputs = os.path.join(attempt.root, "inputs")
     os.makedirs(inputs, exist_ok=True)
     watch = Stopwatch()
-    fetched = shuffle.fetch_all(spec, inputs, attempt.secret)
+    fetched = shuffle.fetch_all(spec, inputs, attempt.auth)
     watch.lap(f"fetch ({len(spec.sources)} maps)")
     if fetched.failed_map is not None:
         return TaskResult(ok=False, fetch_failed_map=fetched.failed_map,
                           error=f"could not fetch map {fetched.failed_map} output: {fetched.error}")
+    records = mapcodec.decompress_fetched(fetched.paths, attempt.conf)
+    if records is not None:
+        fetched.records = records
+    result = reduce_fetched(attempt, fetched, watch)
+    shutil.rmtree(inputs, ignore_errors=True)
+    return result
+
+
+@user_errors()
+def reduce_fetched(attempt: Attempt, fetched: shuffle.Fetched, watch: Stopwatch) -> TaskResult:
+    """Merge the map outputs on local disk (sorted runs) through the reducer into the part
+    file; the Spark runner calls this with what Spark's shuffle delivered."""
+    spec = attempt.spec
     attempt.count("Reduce shuffle bytes", fetched.bytes)
+    attempt.bytes_fetched = fetched.bytes
+    attempt.progress(1 / 3, force=True)
     attempt.count("Shuffled Maps", len(fetched.paths))
     order = sort_order(attempt.conf)
     runs = [Run(p, fetched.keyed) for p in fetched.paths]
     argv = merge_command(order, runs, attempt.buffer, attempt.tmp) if runs else ["cat", "/dev/null"]
-    merge = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
+    merge = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sort_env())
     assert merge.stdout is not None
     rejoin = keyfields.reduce_input_rejoiner(attempt.conf, order.key, spec.command)
     errors: list[BaseException] = []
@@ -73,20 +92,41 @@ def run_reduce(attempt: Attempt) -> TaskResult:
     # A built-in Java reducer (aggregate, field selection) writes finished output lines.
     writer = attempt.output_writer(keyfields.reduce_key(attempt.conf),
                                    commands.is_java_builtin(spec.command))
-    assert proc.stdout is not None
-    pump(proc.stdout, writer.write, eager=True)
+    # A reducer that got no input runs, but Hadoop drops what it writes and reports
+    # (PipeMapRed.waitOutputThreads: a collector that discards, Reporter.NULL).
+    empty = fetched.records == 0
+    attempt.drain(proc, _discard if empty else writer.write, eager=True)
     attempt.check_exit(proc, "reducer")
     live.stop()
-    side.join()
+    # The group counter reads files and always ends; a feeder may be stuck on a pipe that only
+    # a background child of the reducer still holds.
+    side.join(attempt.grace if rejoin is not None else None)
     if merge.wait() not in (0, -signal.SIGPIPE) and not errors:
-        raise TaskError(f"merging reduce input failed (sort status {merge.returncode})")
+        raise sort_failed(merge, "merging reduce input", attempt.tmp)
     output_file = attempt.publish(writer.close())
     watch.lap("merge and reduce")
     attempt.count("Reduce output records", writer.records)
     attempt.count("Bytes Written", writer.bytes, "File Output Format Counters")
-    attempt.user_counters()
-    shutil.rmtree(inputs, ignore_errors=True)
+    if not empty:
+        attempt.user_counters()
     return TaskResult(ok=True, counters=attempt.counters, output_file=output_file)
+
+
+def _discard(data: bytes) -> None:
+    """Where an empty reducer's output goes."""
+
+
+def _rejoin_long(buf: Lines, start: int, end: int, key: KeySpec, sep: bytes,
+                 write: Callable[[memoryview | bytes], object]) -> bytes | tuple[int, bytes]:
+    """`keyfields.reduce_input_rejoiner` for the one line buf[start:end]; returns its key,
+    or for a long key its length and digest (no short key can equal it)."""
+    view = memoryview(buf)
+    kend = key_end(buf, start, end - 1, key)
+    write(view[start:kend])
+    write(sep)
+    write(view[min(kend + len(key.sep), end - 1):end])
+    k = view[start:kend]
+    return bytes(k) if len(k) <= WINDOW else (len(k), hashlib.sha256(k).digest())
 
 
 class _GroupCounter(threading.Thread):
@@ -104,7 +144,8 @@ class _GroupCounter(threading.Thread):
         if self.runs:
             keyed = [Run(r.path, True) for r in self.runs]
             argv = merge_command(self.order, keyed, 1 << 20, self.attempt.tmp) + ["--unique"]
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=sort_env())
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                    env=sort_env())
             assert proc.stdout is not None
             for chunk in iter(lambda: proc.stdout.read(CHUNK), b""):  # type: ignore[union-attr]
                 groups += chunk.count(b"\n")
@@ -119,15 +160,23 @@ def _feed_reducer(merge: subprocess.Popen[bytes], proc: subprocess.Popen[bytes],
     assert merge.stdout is not None and proc.stdin is not None
     stdin = proc.stdin
     records = groups = 0
-    last: bytes | None = None
+    last: bytes | tuple[int, bytes] | None = None  # a long key is kept as (length, digest)
     key = order.key
 
-    def consume(buf: bytes) -> None:
+    sep = unescape(attempt.conf.get("stream.reduce.input.field.separator", "\t"))
+
+    def consume(lines: Lines) -> None:
         nonlocal records, groups, last
-        records += buf.count(b"\n")
-        n, last = count_groups(buf, key, last)
-        groups += n
-        stdin.write(rejoin(buf))
+        records += lines.count(b"\n")
+        for start, end in windows(lines):
+            if end - start > WINDOW:  # one long line: written as slices, never copied whole
+                k = _rejoin_long(lines, start, end, key, sep, stdin.write)
+                groups, last = groups + (k != last), k
+                continue
+            buf = bytes(memoryview(lines)[start:end])
+            n, last = count_groups(buf, key, last if isinstance(last, bytes) else None)
+            groups += n
+            stdin.write(rejoin(buf))
 
     try:
         pump_lines(merge.stdout, consume)

@@ -5,7 +5,10 @@ A fetch is one authenticated request ``{"op": "fetch", "job_id", "attempt_id",
 "partition"}`` answered by ``{"op": "data", "size", "keyed"}``, the bytes as
 data frames, and ``{"op": "end"}``; or ``{"op": "missing"}``. A reducer that
 cannot fetch a map's output reports which map, and the manager re-runs that
-map (Hadoop's fetch-failure rule). Stdlib only.
+map (Hadoop's fetch-failure rule). The server (`serve`, run by the worker)
+checks each request against its schema (`hstream.messages.SHUFFLE`) and answers
+a malformed one with an error; its accept loop outlasts floods (`protocol.Listener`).
+Stdlib only.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import json
 import logging
 import os
 import re
+import socket
+import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from hstream import protocol
-from hstream.errors import ProtocolError
+from hstream import messages, protocol
+from hstream.errors import BadMessage, ProtocolError
 from hstream.job import MapOutput, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -43,6 +49,38 @@ def write_meta(outdir: str, keyed: bool) -> None:
 
 
 # -- server side (in the worker) -----------------------------------------------------
+
+
+def serve(sock: socket.socket, auth: bytes | protocol.Auth, workdir: str,
+          stopping: threading.Event, jobs: Callable[[str], bool] | None = None) -> None:
+    """Answer fetches on `sock` until `stopping` is set. Reducers come with their job's
+    token, taken while `jobs` says the job is active here, and fetch that job's output only."""
+    drops = protocol.DropLog(logger, "unauthenticated connection")
+    refused = protocol.DropLog(logger, "malformed shuffle request")
+    protocol.Listener(sock, auth, lambda chan: _serve_connection(chan, workdir, refused),
+                      stopping, drops, [refused], jobs).run()
+
+
+def _serve_connection(chan: protocol.Channel, workdir: str, refused: protocol.DropLog) -> None:
+    """A reducer's connection: fetch after fetch; a malformed one is answered with an error."""
+    try:
+        while True:
+            raw = chan.recv()
+            try:
+                msg = messages.check(raw, messages.SHUFFLE, chan.credential)
+                if chan.job_id is not None and msg["job_id"] != chan.job_id:
+                    raise BadMessage(f"a token of {chan.job_id} fetches that job's output only")
+            except BadMessage as e:
+                refused.note(chan.peer.rpartition(":")[0], str(e))
+                chan.send({"op": "error", "message": str(e)})
+                continue
+            serve_fetch(chan, msg, workdir)
+    except EOFError:
+        pass
+    except (OSError, ProtocolError) as e:
+        logger.warning("shuffle connection %s dropped: %s", chan.peer, e)
+    finally:
+        chan.close()
 
 
 def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str) -> None:
@@ -80,10 +118,10 @@ class Fetched:
 
 
 def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str,
-              secret: bytes) -> tuple[int, int, bool]:
+              auth: bytes | protocol.Auth) -> tuple[int, int, bool]:
     """Fetch one map's partition into `dest`; (bytes, records, keyed).
     Raises OSError/ProtocolError."""
-    chan = protocol.connect(src.host, src.port, secret, timeout=FETCH_TIMEOUT)
+    chan = protocol.connect(src.host, src.port, auth, timeout=FETCH_TIMEOUT)
     try:
         chan.sock.settimeout(FETCH_TIMEOUT)
         chan.send({"op": "fetch", "job_id": job_id, "attempt_id": src.attempt_id,
@@ -106,11 +144,11 @@ def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str,
 
 
 def _fetch_with_retries(src: MapOutput, spec: TaskSpec, dest: str,
-                        secret: bytes) -> tuple[int, int, bool]:
+                        auth: protocol.Auth) -> tuple[int, int, bool]:
     last: Exception | None = None
     for _ in range(FETCH_RETRIES):
         try:
-            return fetch_one(src, spec.job_id, spec.index, dest, secret)
+            return fetch_one(src, spec.job_id, spec.index, dest, auth)
         except FileNotFoundError:
             raise
         except (OSError, ProtocolError, EOFError) as e:
@@ -120,14 +158,14 @@ def _fetch_with_retries(src: MapOutput, spec: TaskSpec, dest: str,
     raise OSError(str(last))
 
 
-def fetch_all(spec: TaskSpec, dest_dir: str, secret: bytes) -> Fetched:
-    """Fetch this reducer's partition from every map, a few at a time."""
+def fetch_all(spec: TaskSpec, dest_dir: str, auth: protocol.Auth) -> Fetched:
+    """Fetch this reducer's partition from every map, a few at a time (with the job's token)."""
     result = Fetched()
     jobs = {}
     with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
         for src in spec.sources:
             dest = os.path.join(dest_dir, f"map-{src.map_index:06d}")
-            jobs[src.map_index] = (dest, pool.submit(_fetch_with_retries, src, spec, dest, secret))
+            jobs[src.map_index] = (dest, pool.submit(_fetch_with_retries, src, spec, dest, auth))
         for map_index, (dest, fut) in sorted(jobs.items()):
             try:
                 size, records, keyed = fut.result()

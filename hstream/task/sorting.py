@@ -20,9 +20,10 @@ import logging
 import os
 import subprocess
 from dataclasses import dataclass, field
+from typing import cast
 
 from hstream.hadoop.keyfields import KeySpec
-from hstream.task.lines import LineCutter
+from hstream.task.lines import LineCutter, LineLimit, Lines
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Spiller:
     order: SortOrder
     buffer: int
     workdir: str
+    limit: LineLimit | None = None
     runs: list[Run] = field(default_factory=list)
     keyed: bool = False
     _proc: subprocess.Popen[bytes] | None = None
@@ -90,7 +92,7 @@ class Spiller:
     def __post_init__(self) -> None:
         self.keyed = bool(self.order.comparator)
         self._low = self.order.key.low_bytes()
-        self._lines = LineCutter()
+        self._lines = LineCutter(self.limit)
 
     def write(self, data: bytes) -> None:
         """Add map output; whole lines reach a run, a trailing partial line waits."""
@@ -98,49 +100,57 @@ class Spiller:
         if lines:
             self._write_lines(lines)
 
-    def _write_lines(self, data: bytes) -> None:
-        if not self.keyed and self._low is not None and self._low(data):
+    def _write_lines(self, data: Lines) -> None:
+        if not self.keyed and self._low is not None and self._low(cast(bytes, data)):
             if self._proc is not None:
                 self._end_run()
             self.keyed = True
             logger.debug("a key holds a byte below the separator: sorting by key field")
-        while data:
+        pos, n = 0, len(data)  # slices go out as views: a long line is never copied
+        while pos < n:
             if self._proc is None:
                 self._start_run()
             room = self.buffer - self._filled
-            if len(data) <= room:
-                self._feed(data)
+            if n - pos <= room:
+                self._feed(data, pos, n)
                 return
-            cut = data.rfind(b"\n", 0, room) + 1 or data.find(b"\n", room) + 1
-            self._feed(data[:cut])
-            data = data[cut:]
+            cut = data.rfind(b"\n", pos, pos + room) + 1 or data.find(b"\n", pos + room) + 1
+            self._feed(data, pos, cut)
+            pos = cut
             self._end_run()
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: Lines, start: int, end: int) -> None:
         assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.write(data)
-        self._filled += len(data)
-        self.runs[-1].records += data.count(b"\n")
+        try:
+            self._proc.stdin.write(memoryview(data)[start:end])
+        except BrokenPipeError:  # the sort died; its own message says why
+            raise sort_failed(self._proc, "spilling map output", self.workdir) from None
+        self._filled += end - start
+        self.runs[-1].records += data.count(b"\n", start, end)
 
     def _start_run(self) -> None:
         path = os.path.join(self.workdir, f"spill{len(self.runs)}.out")
         argv = sort_command(self.order, self.keyed, self.buffer + (self.buffer >> 2), self.workdir)
         with open(path, "wb") as out:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, env=sort_env())
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out,
+                                          stderr=subprocess.PIPE, env=sort_env())
         self.runs.append(Run(path, self.keyed))
         self._filled = 0
 
     def _end_run(self) -> None:
         """Close the current spill; it sorts while the next one fills (two at most)."""
         assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.close()
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            raise sort_failed(self._proc, "spilling map output", self.workdir) from None
         self._wait_pending()
         self._pending, self._proc = self._proc, None
 
     def _wait_pending(self) -> None:
         if self._pending is not None:
             if self._pending.wait() != 0:
-                raise OSError(f"sort failed with status {self._pending.returncode}")
+                raise sort_failed(self._pending, "spilling map output", self.workdir)
             self._pending = None
 
     def close(self) -> list[Run]:
@@ -151,6 +161,25 @@ class Spiller:
             self._end_run()
         self._wait_pending()
         return self.runs
+
+
+class SortFailed(OSError):
+    """A `sort` failed; the message says what it was doing and why, in one line."""
+
+
+def sort_failed(proc: subprocess.Popen[bytes], what: str, where: str) -> SortFailed:
+    """The error for a failed sort, from its stderr (read once it has exited): a full disk
+    is named as such, with the directory, instead of sort's raw `write failed`."""
+    status = proc.wait()
+    err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
+    return SortFailed(f"{what} failed: {describe_sort_error(err, status, where)}")
+
+
+def describe_sort_error(err: str, status: int, where: str) -> str:
+    if "No space left on device" in err:
+        return f"no space left on device in {where}"
+    last = err.splitlines()[-1] if err else ""
+    return last.removeprefix("sort: ") or f"sort exited with status {status}"
 
 
 def merge_command(order: SortOrder, runs: list[Run], buffer: int, tmpdir: str) -> list[str]:
