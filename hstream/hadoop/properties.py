@@ -22,7 +22,6 @@ import functools
 import getpass
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -235,7 +234,13 @@ def _system_properties() -> dict[str, str]:
     except (KeyError, OSError):
         user = str(os.getuid())
     return {"user.name": user, "user.home": os.path.expanduser("~"),
-            "java.io.tmpdir": tempfile.gettempdir()}
+            "java.io.tmpdir": tmpdir()}
+
+
+def tmpdir() -> str:
+    """$TMPDIR or /tmp, without `tempfile.gettempdir()`'s probe: it creates and removes a file
+    there, and a task killed in between (Ctrl-C kills whole sessions) would leave it behind."""
+    return os.environ.get("TMPDIR") or "/tmp"
 
 
 def expand(value: str, conf: dict[str, str], system: dict[str, str]) -> str:

@@ -22,9 +22,9 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import threading
 
+from hstream.hadoop import properties
 from hstream.job import TaskResult, TaskSpec
 from hstream.task import procs
 from hstream.task.sorting import DEFAULT_BUFFER
@@ -181,7 +181,7 @@ def keep_failed(spec: TaskSpec, root: str) -> str:
     """Copy a failed attempt's directory (its working directory, logs, spills) where it
     outlives the job: `<stream.tmpdir or $TMPDIR>/hstream-kept/<job>/<attempt>`. Returns that
     path, or "" if the copy failed."""
-    base = spec.conf.get("stream.tmpdir") or tempfile.gettempdir()
+    base = spec.conf.get("stream.tmpdir") or properties.tmpdir()
     dest = os.path.join(base, "hstream-kept", spec.job_id, spec.attempt_id)
     try:
         shutil.copytree(root, dest, symlinks=True, dirs_exist_ok=True)
