@@ -66,7 +66,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import APPS, run_hstream
+from conftest import APPS, require, run_hstream
 
 HADOOP_APPS = APPS / "hadoop"
 TR_APP = str(HADOOP_APPS / "tr_app.py")
@@ -272,8 +272,7 @@ def test_stream_xml_multiple_records(tmp_path: Path, method: str, block_size: in
     60 bytes (inside a record's end tag) or 80 bytes (between records), each <line> record is
     read exactly once: `is` is counted 3 times. Hadoop sets the split size through the local
     file system's block size, given here as -jobconf fs.local.block.size."""
-    if shutil.which("perl") is None:
-        pytest.skip("no perl (Hadoop's test also skips without perl)")
+    require(shutil.which("perl") is not None, "no perl (Hadoop's test also skips without perl)")
     ok(run_test_streaming(tmp_path, "-inputreader",
                           f"StreamXmlRecordReader,begin=<line>,end=</line>,slowmatch={slowmatch}",
                           "-jobconf", f"fs.local.block.size={block_size}",
@@ -533,8 +532,7 @@ def test_streaming_status_reporting(tmp_path: Path, task_type: str,
     a counter after, with nonempty and empty input. The job succeeds; myOwnCounter is 2 (0 for a
     reducer with empty input, whose reporting Hadoop ignores); the output is 1500 … 1 (not
     checked for a reducer with empty input). One map, one reduce."""
-    if shutil.which("perl") is None:
-        pytest.skip("no perl for the test's script")
+    require(shutil.which("perl") is not None, "no perl for the test's script")
     (tmp_path / "input.txt").write_bytes(b"" if is_empty_input else INPUT.encode())
     script = tmp_path / "perlScript.pl"
     script.write_bytes(STATUS_SCRIPT.encode())
