@@ -131,6 +131,9 @@ class TaskSpec:
     output_dir: str
     split: Split | None = None
     sources: list[MapOutput] = field(default_factory=list)
+    #: A reduce's number of maps: when `sources` has fewer (it started before every map was
+    #: done: slowstart), the others arrive on the runner's stdin as they finish.
+    num_maps: int = 0
     lazy_output: bool = False
     shared_fs: bool = True
     #: The manager's HOST:PORT, filled in by the worker (for data through the manager).

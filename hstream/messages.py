@@ -265,6 +265,7 @@ TASK_SPEC = {
     "env": PROPERTIES, "files": listof(obj(SHIP_FILE), MAX_FILES), "output_dir": PATH,
     "split": obj(SPLIT, required=False, nullable=True),
     "sources": listof(obj(MAP_OUTPUT), MAX_TASKS, required=False),
+    "num_maps": integer(0, MAX_TASKS, required=False),
     "lazy_output": flag(required=False), "shared_fs": flag(required=False),
     "manager": text(MAX_NAME, required=False),
 }
@@ -325,6 +326,8 @@ TO_WORKER: dict[str, Op] = {
                       "manager_timeout": number(0, 86400, required=False, nullable=True)}),
     "run": Op({"spec": obj(TASK_SPEC)}),
     "kill": Op({"attempt_id": ATTEMPT}),
+    # Maps finished since a reduce attempt started (slowstart): fetch these too.
+    "sources": Op({"attempt_id": ATTEMPT, "sources": listof(obj(MAP_OUTPUT), MAX_TASKS)}),
     "job_done": Op({"job_id": JOB}),
     "ping": Op({}),
     "shutdown": Op({}),

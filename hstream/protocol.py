@@ -197,14 +197,20 @@ def protect_memory() -> None:
     then neither ptrace it nor read its /proc/PID/{mem,environ,fd,maps}, so the secret it holds
     stays in it. execve resets the flag, so the commands it starts are ordinary processes.
     A no-op elsewhere."""
+    set_dumpable(False)
+
+
+def set_dumpable(on: bool) -> None:
+    """prctl(PR_SET_DUMPABLE): a runner forked by the non-dumpable zygote is made ordinary
+    again, as execve would have made it."""
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        if libc.prctl(PR_SET_DUMPABLE, int(on), 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
     except (OSError, AttributeError) as e:
-        logger.warning("cannot make this process non-dumpable: %s", e)
+        logger.warning("cannot set this process's dumpable flag: %s", e)
 
 
 def _mac(key: bytes, *parts: bytes | memoryview) -> bytes:

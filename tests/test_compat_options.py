@@ -10,6 +10,7 @@ import re
 import tarfile
 from pathlib import Path
 
+import pytest
 from conftest import APPS, assert_same_output, read_output, reference, run_hstream, wait_for
 from test_compat_examples import RED, job, parts
 
@@ -356,3 +357,38 @@ def test_background_submits_to_a_running_cluster_and_returns_the_job_id(tmp_path
         wait_for(lambda: (tmp_path / "out" / "_SUCCESS").exists(), 30,
                  "the background job's output")
     assert read_output(tmp_path / "out") == b"a\t\nb\t\n"
+
+
+def test_map_output_compression_compresses_the_spills(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like Hadoop's IFile spills, every spill run is written with the map output codec (here
+    by the deprecated names): a failed map's kept directory holds them in gzip's or bzip2's
+    format, together the sorted map output. A job that succeeds with a single reducer (the
+    runs merged straight into its partition) gives the serial pipeline's output."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the failed attempts are kept
+    data = b"".join(b"key%05d value %d\n" % (i % 5000, i) for i in range(150000))
+    (tmp_path / "in.txt").write_bytes(data)
+    fail = tmp_path / "fail.sh"
+    fail.write_text("#!/bin/sh\ncat\nexit 7\n")
+    fail.chmod(0o755)
+    spill_conf = ("-D", "mapred.compress.map.output=true", "-D", "mapreduce.task.io.sort.mb=1",
+                  "-D", "mapreduce.job.maps=1", "-input", "in.txt")
+    for codec, opener in (("GzipCodec", gzip.open), ("BZip2Codec", bz2.open)):
+        proc = job(tmp_path, *spill_conf, "-D", "keep.failed.task.files=true",
+                   "-D", f"mapred.map.output.compression.codec={CODECS}.{codec}",
+                   "-D", "mapreduce.map.maxattempts=1", "-output", f"failed-{codec}",
+                   "-mapper", str(fail), ok=False)
+        kept = Path(re.search(r"its directory is kept in (\S+)\)", proc.stderr).group(1))
+        spills = sorted(kept.rglob("spill*.out*"))
+        assert len(spills) >= 3, proc.stderr
+        runs = [opener(p).read() for p in spills]  # fails on a file not in the codec's format
+        assert all(run.splitlines() == sorted(run.splitlines()) for run in runs)
+        assert sorted(b"".join(runs).splitlines()) == sorted(data.splitlines())
+    bzip2 = f"mapreduce.map.output.compress.codec={CODECS}.BZip2Codec"
+    proc = job(tmp_path, *spill_conf, "-D", bzip2, "-output", "out", "-numReduceTasks", "1",
+               "-reducer", "cat")
+    assert counter_values(proc.stderr)["Spilled Records"] == 2 * 150000
+    assert_same_output(tmp_path / "out", reference([tmp_path / "in.txt"], "cat", "cat", tmp_path))
+
+
+CODECS = "org.apache.hadoop.io.compress"

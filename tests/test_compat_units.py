@@ -285,6 +285,15 @@ def test_usage_errors_exit_1_as_in_streamjob(tmp_path: Path) -> None:
     assert ConfigError("x").exit_code == 3
 
 
+def test_unknown_property_suggests_the_known_name_it_starts_with() -> None:
+    """A known name with words pasted after it (a real command's
+    `mapreduce.job.name.job.name='kuddai job'`) is suggested over a merely similar one."""
+    with pytest.raises(ConfigError, match=r"\(did you mean mapreduce\.job\.name\?\)"):
+        properties.classify("mapreduce.job.name.job.name", "kuddai job")
+    with pytest.raises(ConfigError, match=r"\(did you mean mapreduce\.job\.reduces\?\)"):
+        properties.classify("mapred.job.reduces", "0")
+
+
 def test_property_policy(tmp_path: Path) -> None:
     """Implemented properties take effect, Hadoop's cluster-only ones are named in the
     notice, cluster addresses that are already true are silent, unknown names are errors."""

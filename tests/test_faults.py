@@ -384,6 +384,8 @@ def test_lost_map_output_reruns_exactly_the_maps_of_the_dead_worker(cluster: Clu
     out = cluster.tmp / "out"
     run = cluster.submit(out, "-D", "mapreduce.job.maps=8", "-numReduceTasks", "2",
                          "-D", "mapreduce.map.speculative=false",  # the held map is no straggler
+                         # no reducer fetches before the loss (they would on slowstart)
+                         "-D", "mapreduce.job.reduce.slowstart.completedmaps=1",
                          env={"MARKERS": str(marks), "HOLD": f"map:0:0:{gate}"})
     wait_for(lambda: len(markers(marks)) == 8 and
              list(cluster.running("_m_")) == [a for a, _ in markers(marks) if "_m_000000_0" in a],
@@ -405,6 +407,28 @@ def test_lost_map_output_reruns_exactly_the_maps_of_the_dead_worker(cluster: Clu
     assert {t for t, n in runs.items() if n == 2} == lost, runs
     assert set(runs.values()) <= {1, 2}
     assert outcome.counters["Job Counters"]["Launched map tasks"] == 8 + len(lost)
+    assert_same_output(out, expected(cluster))
+    assert_clean(out)
+
+
+def test_reducers_fetch_finished_maps_while_the_last_map_still_runs(cluster: Cluster) -> None:
+    """Slowstart (Hadoop's default 0.05): reducers start while a map is still running, fetch
+    what is done, hear of the held map when it finishes, and the output is the same."""
+    marks, gate = cluster.tmp / "markers", cluster.tmp / "gate"
+    marks.mkdir()
+    out = cluster.tmp / "out"
+    run = cluster.submit(out, "-D", "mapreduce.job.maps=8", "-numReduceTasks", "2",
+                         "-D", "mapreduce.map.speculative=false",
+                         env={"MARKERS": str(marks), "HOLD": f"map:0:0:{gate}"})
+    wait_for(lambda: len(cluster.running("_r_")) == 2 and len(markers(marks)) == 8
+             and list(cluster.running("_m_")) == [a for a, _ in markers(marks)
+                                                  if "_m_000000_0" in a],
+             30, "both reducers running while map 0 is held")
+    gate.touch()
+    outcome = run.wait()
+    assert outcome.state == "succeeded", outcome.message
+    assert outcome.counters["Job Counters"]["Launched reduce tasks"] == 2
+    assert outcome.counters["Map-Reduce Framework"]["Shuffled Maps"] == 16
     assert_same_output(out, expected(cluster))
     assert_clean(out)
 
@@ -482,7 +506,10 @@ def test_frozen_manager_workers_give_up_kill_their_tasks_and_exit(cluster: Clust
                          env={"HOLD": f"map:*:*:{cluster.tmp}/never", "MARKERS": str(marks)})
     wait_for(lambda: len(markers(marks)) == 4, 30, "four mappers running")
     workers = [psutil.Process(p.pid) for p in cluster.local.procs[1:]]
-    tasks = [c for w in workers for c in w.children(recursive=True)]
+    below = [c for w in workers for c in w.children(recursive=True)]
+    zygotes = [c for w in workers for c in w.children() if "hstream.task.zygote" in c.cmdline()]
+    tasks = [c for c in below if c not in zygotes]
+    assert len(zygotes) == len(workers)
     manager = cluster.local.procs[0].pid
     os.kill(manager, signal.SIGSTOP)
     try:
@@ -491,7 +518,7 @@ def test_frozen_manager_workers_give_up_kill_their_tasks_and_exit(cluster: Clust
         wait_for(lambda: gone(tasks), silence + 3, "the tasks to be killed")
         assert time.monotonic() - frozen >= silence * 0.9
         # re-registering cannot finish (the manager never answers the handshake): they leave
-        wait_for(lambda: gone(workers), 10 + 5, "the workers to exit")
+        wait_for(lambda: gone(workers + zygotes), 10 + 5, "the workers and zygotes to exit")
     finally:
         os.kill(manager, signal.SIGCONT)
     wait_for(lambda: not any(w["alive"] for w in cluster.workers().values()), 10,

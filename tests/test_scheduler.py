@@ -20,6 +20,7 @@ from hstream.cluster.state import (
     JobFinished,
     JobState,
     Kill,
+    Sources,
     TaskState,
 )
 from hstream.errors import ProtocolError
@@ -313,7 +314,8 @@ def test_blacklist_is_ignored_when_it_covers_too_much_of_the_cluster() -> None:
 
 def test_fetch_failure_reruns_the_map_and_does_not_charge_the_reducer() -> None:
     sim = Sim(workers=2, slots=2)
-    sim.submit(maps=2, reduces=2, **{"mapreduce.job.speculative": "false"})
+    sim.submit(maps=2, reduces=2, **{"mapreduce.job.speculative": "false",
+                                     "mapreduce.job.reduce.slowstart.completedmaps": "1"})
     sim.finish_all("map")
     job = sim.s.jobs["job_1_0001"]
     r0, r1 = sorted(sim.running("reduce"))
@@ -487,9 +489,9 @@ def _done_map(i: int, worker: str = "w0") -> DoneTask:
 def test_restore_keeps_finished_maps_and_numbers_new_attempts_past_the_generation() -> None:
     sim = Sim(workers=2)
     _restore(sim, [_done_map(0), _done_map(1, "w1")])
-    launched = {a.spec.index: a.spec.attempt_id for a in sim.assigns()}
+    launched = {a.spec.index: a.spec.attempt_id for a in sim.assigns() if a.spec.kind == "map"}
     assert sorted(launched) == [2, 3]  # the finished maps do not run again
-    assert all(a.spec.attempt == 1000 for a in sim.assigns())
+    assert all(a.spec.attempt == 1000 for a in sim.assigns())  # reduces too (slowstart)
     assert launched[2] == "attempt_1_0001_m_000002_1000"
     job = sim.s.jobs["job_1_0001"]
     assert job.counters["Job Counters"]["Launched map tasks"] == 5
@@ -542,7 +544,8 @@ def test_a_ghost_worker_that_never_returns_takes_its_restored_maps_with_it() -> 
     assert job.phase_tasks() == job.reduces
     sim.advance(TIMEOUT + 2)
     assert not sim.s.workers["w5"].alive
-    assert [t.state for t in job.maps[:2]] == [TaskState.PENDING] * 2  # to run again
+    # To run again: one on w0's map slot, one waiting for it.
+    assert sorted(t.state for t in job.maps[:2]) == [TaskState.PENDING, TaskState.RUNNING]
     assert [t.state for t in job.maps[2:]] == [TaskState.DONE] * 2
 
 
@@ -555,3 +558,38 @@ def test_a_ghost_that_returns_without_its_output_reruns_those_maps() -> None:
     assert job.maps[0].state is TaskState.DONE
     assert job.maps[1].state is not TaskState.DONE
     assert not any(isinstance(a, DropWorker) for a in sim.actions)
+
+
+def test_reducers_start_at_the_slowstart_share_of_maps_and_hear_of_later_ones() -> None:
+    """mapreduce.job.reduce.slowstart.completedmaps: reducers start once that share of the
+    maps is done, on reduce slots of their own (a waiting reducer keeps no map from a CPU),
+    and each map that finishes later is passed on to every running reduce attempt, once."""
+    sim = Sim(workers=2, slots=1)
+    sim.submit(maps=4, reduces=2, **{"mapreduce.job.reduce.slowstart.completedmaps": "0.5"})
+    job = sim.s.jobs["job_1_0001"]
+    m0, m1 = sorted(sim.running("map"))
+    sim.finish(m0)
+    assert not sim.running("reduce")  # 1 of 4 maps is below half
+    sim.finish(m1)
+    reduces = [a for a in sim.assigns() if a.spec.kind == "reduce"]
+    assert len(reduces) == 2 and len(sim.running("map")) == 2  # maps keep both CPUs
+    assert all(a.spec.num_maps == 4 and len(a.spec.sources) == 2 for a in reduces)
+    n = len(sim.actions)
+    sim.finish_all("map")
+    told = [a for a in sim.actions[n:] if isinstance(a, Sources)]
+    assert sorted((t.attempt_id, t.sources[0].map_index) for t in told) == sorted(
+        (r.spec.attempt_id, i) for r in reduces for i in (2, 3))
+    assert all(len(t.sources) == 1 for t in told)
+    sim.finish_all("reduce")
+    assert sim.finished()[-1].state is JobState.SUCCEEDED and job.reduces[0].failures == 0
+
+
+def test_slowstart_one_starts_reducers_after_the_last_map() -> None:
+    sim = Sim(workers=2, slots=2)
+    sim.submit(maps=3, reduces=1, **{"mapreduce.job.reduce.slowstart.completedmaps": "1.0"})
+    for attempt_id in sorted(sim.running("map"))[:2]:
+        sim.finish(attempt_id)
+    assert not sim.running("reduce")
+    sim.finish_all("map")
+    (reduce,) = [a for a in sim.assigns() if a.spec.kind == "reduce"]
+    assert len(reduce.spec.sources) == reduce.spec.num_maps == 3

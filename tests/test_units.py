@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from hstream import protocol
@@ -16,8 +17,20 @@ from hstream.errors import ProtocolError
 from hstream.hadoop.command import env_name, split_command
 from hstream.hadoop.keyfields import KeySpec
 from hstream.job import Split
+from hstream.task import sorting
 from hstream.task.partition import count_groups, partition_of, route_lines, route_sorted
-from hstream.task.sorting import SortOrder, Spiller, merge_command, sort_env
+from hstream.task.sorting import (
+    BZIP2,
+    GZIP,
+    SortFailed,
+    SortOrder,
+    SpillCodec,
+    Spiller,
+    merge_command,
+    merge_to_file,
+    merged_runs,
+    sort_env,
+)
 from hstream.task.splits import compute_splits, read_split
 
 
@@ -148,6 +161,104 @@ def test_spiller_bounds_runs_by_buffer_and_merges_in_key_order(tmp_path: Path) -
     assert sorted(merged) == sorted(lines)
     keys = [KeySpec().key(line.rstrip(b"\n")) for line in merged]
     assert keys == sorted(keys)
+
+
+def _spill(lines: list[bytes], tmp: Path, buffer: int, codec: SpillCodec | None = None,
+           order: SortOrder | None = None) -> list:
+    tmp.mkdir(exist_ok=True)
+    spiller = Spiller(order or SortOrder(), buffer=buffer, workdir=str(tmp), codec=codec)
+    data = b"".join(lines)
+    for i in range(0, len(data), 5000):
+        spiller.write(data[i:i + 5000])
+    return spiller.close()
+
+
+def _no_children() -> bool:
+    """Every process this test started was waited for (a zombie is a child too)."""
+    return not psutil.Process().children(recursive=True)
+
+
+@pytest.mark.parametrize("codec, magic", [(GZIP, b"\x1f\x8b"), (BZIP2, b"BZh")])
+def test_compressed_spills_are_written_compressed_and_merge_like_plain_ones(
+        tmp_path: Path, codec: SpillCodec, magic: bytes) -> None:
+    """mapreduce.map.output.compress: each run is the compressor's output on disk, and both
+    readers (the merge into a partition, the merged stream for routing) see the plain lines."""
+    rng = random.Random(11)
+    lines = [b"k%d\t%d\n" % (rng.randint(0, 300), i) for i in range(20000)]
+    lines += [b"k1\x01\tlow\n"]  # a keyed run among plain ones
+    plain = _spill(lines, tmp_path / "plain", 32 << 10)
+    runs = _spill(lines, tmp_path / "zip", 32 << 10, codec)
+    assert len(runs) == len(plain) > 5 and runs[-1].keyed
+    assert [r.records for r in runs] == [r.records for r in plain]
+    for run in runs:
+        head = Path(run.path).read_bytes()
+        assert run.path.endswith(codec.suffix) and head.startswith(magic)
+        assert len(head) < Path(plain[0].path).stat().st_size // 2
+    want = _merged(plain, SortOrder(), tmp_path)
+    with merged_runs(SortOrder(), runs, 1 << 20, str(tmp_path), "merging") as stream:
+        assert stream.read() == want
+    merge_to_file(SortOrder(), runs[:1], 1 << 20, str(tmp_path), str(tmp_path / "one"), "m")
+    assert (tmp_path / "one").read_bytes() == _merged(plain[:1], SortOrder(), tmp_path)
+    assert _no_children()
+
+
+def test_many_compressed_runs_merge_a_bounded_number_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More runs than FAN_IN are merged in consecutive groups into compressed runs first (one
+    decompressor per run, so processes stay bounded); equal keys keep their spill order under
+    a stable comparator, and no merged run is left on disk."""
+    monkeypatch.setattr(sorting, "FAN_IN", 3)
+    order = SortOrder(comparator=("-k1,1",))
+    lines = [b"k%d\t%05d\n" % (i % 7, i) for i in range(4000)]
+    runs = _spill(lines, tmp_path / "zip", 1 << 10, GZIP, order)
+    assert len(runs) > 3 * 3 * 3
+    live: list[int] = []
+    start = sorting.Team.start
+
+    def counting(team: sorting.Team, *args: object, **kwargs: object) -> object:
+        live.append(len(psutil.Process().children()))
+        return start(team, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sorting.Team, "start", counting)
+    out = tmp_path / "part"
+    merge_to_file(order, runs, 1 << 20, str(tmp_path / "zip"), str(out), "merging")
+    assert out.read_bytes() == b"".join(sorted(lines, key=lambda line: line[:2]))
+    assert max(live) <= 3 + 1  # a group's decompressors and its compressor, then the merge
+    assert sorted(p.name for p in (tmp_path / "zip").iterdir()) == []
+    assert _no_children()
+
+
+def test_a_failing_compressor_fails_the_spill_in_one_line_and_leaves_no_process(
+        tmp_path: Path) -> None:
+    tool = tmp_path / "badzip"
+    tool.write_text("#!/bin/sh\necho 'badzip: cannot compress today' >&2\nexit 3\n")
+    tool.chmod(0o755)
+    lines = [b"k%d\tv\n" % i for i in range(50000)]
+    with pytest.raises(SortFailed) as failed:
+        _spill(lines, tmp_path / "spills", 32 << 10, SpillCodec(str(tool), "-1", ".bad"))
+    assert str(failed.value) == "spilling map output failed: badzip: cannot compress today"
+    assert _no_children()
+
+
+def test_a_corrupt_compressed_run_fails_the_merge_and_a_failed_reader_kills_it(
+        tmp_path: Path) -> None:
+    lines = [b"k%d\tv\n" % (i % 1000) for i in range(50000)]
+    runs = _spill(lines, tmp_path / "zip", 64 << 10, GZIP)
+    with pytest.raises(RuntimeError):
+        with merged_runs(SortOrder(), runs, 1 << 20, str(tmp_path), "merging") as stream:
+            stream.read(10)
+            raise RuntimeError("the router failed")
+    assert _no_children()
+    with pytest.raises(SortFailed, match="^merging failed: sort was killed by signal 13$"):
+        with merged_runs(SortOrder(), runs, 1 << 20, str(tmp_path), "merging") as stream:
+            stream.read(10)  # a reader that stops early loses lines: that is an error
+    assert _no_children()
+    path = Path(runs[1].path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(SortFailed, match="^merging map output failed: gzip: stdin: unexpected"):
+        merge_to_file(SortOrder(), runs, 1 << 20, str(tmp_path), str(tmp_path / "p"),
+                      "merging map output")
+    assert _no_children()
 
 
 # -- protocol -------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from hstream.cluster.state import (
     JobState,
     Kill,
     Progress,
+    Sources,
     Task,
 )
 from hstream.errors import BadMessage, HstreamError, OutputExists, ProtocolError
@@ -79,6 +80,8 @@ logger = logging.getLogger(__name__)
 SEND_TIMEOUT = 10.0
 #: A client that stops reading its progress must not hold the loop thread for long.
 CLIENT_SEND_TIMEOUT = 2.0
+#: A job's client hears of its progress at most this often (Hadoop's client polls each second).
+PROGRESS_EVERY = 0.25
 #: After its handshake a peer says what it wants within this long, or is hung up on.
 FIRST_MESSAGE_TIMEOUT = 60.0
 
@@ -134,6 +137,8 @@ class Manager:
         self.heartbeat_port = self.udp.getsockname()[1]
         self.workers: dict[str, protocol.Channel] = {}  # loop thread only
         self.clients: dict[str, protocol.Channel] = {}  # job id -> submitting client; loop only
+        self.progress_sent: dict[str, float] = {}  # job id -> when its client last heard; loop
+        self.progress_due: set[str] = set()  # jobs whose client is owed a report; loop only
         self.stopping = threading.Event()
         self._stamp = cluster_stamp()
         self._job_numbers = itertools.count(1)  # next() is atomic: connection threads share it
@@ -335,6 +340,8 @@ class Manager:
             self._execute(self._apply_safely(event, now))
             if now >= next_tick:
                 self._execute(self._apply_safely(Event("tick"), now))
+                for job_id in list(self.progress_due):
+                    self._progress(job_id)
                 self._ping_workers()
                 self.udp_drops.flush()
                 self.refused.flush()
@@ -618,6 +625,9 @@ class Manager:
             self._progress(action.job_id)
         elif isinstance(action, JobFinished):
             self._finish_job(action)
+        elif isinstance(action, Sources):
+            self._to_worker(action.worker_id, {"op": "sources", "attempt_id": action.attempt_id,
+                                               "sources": [to_dict(m) for m in action.sources]})
         elif isinstance(action, DropWorker):
             self.history.worker_lost(action.worker_id, action.reason)
             chan = self.workers.pop(action.worker_id, None)
@@ -661,10 +671,20 @@ class Manager:
         logger.info("attempt %s committed %s", attempt_id, output_file)
 
     def _progress(self, job_id: str) -> None:
+        """Tell the job's client how far it is, at most every PROGRESS_EVERY seconds (a job of
+        thousands of small tasks would otherwise recount them all for every task); a report
+        held back goes out on the next tick."""
         chan = self.clients.get(job_id)
         job = self.scheduler.jobs[job_id]
         if chan is None or job.state is not JobState.RUNNING:
+            self.progress_due.discard(job_id)
             return
+        now = time.monotonic()
+        if now - self.progress_sent.get(job_id, 0.0) < PROGRESS_EVERY:
+            self.progress_due.add(job_id)
+            return
+        self.progress_sent[job_id] = now
+        self.progress_due.discard(job_id)
         m, r = job.progress()
         failed = job.counters.get("Job Counters", {})
         try:

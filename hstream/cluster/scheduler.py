@@ -33,6 +33,7 @@ from hstream.cluster.state import (
     JobState,
     Kill,
     Progress,
+    Sources,
     Task,
     TaskState,
     WorkerInfo,
@@ -121,7 +122,7 @@ class Scheduler:
         self._mark_done(job, task, held.attempt_id, held.counters, now)
         task.output = MapOutput(index, held.attempt_id, worker.host, worker.shuffle_port)
         task.done_worker = worker.id
-        return actions + [Progress(job.id)]
+        return actions + self._new_sources(job) + [Progress(job.id)]
 
     def _forget_unheld(self, worker_id: str, held: set[str]) -> None:
         """The journal put map output on this worker, but it came back without it."""
@@ -369,6 +370,7 @@ class Scheduler:
         if task.kind == "map" and job.reduces:
             task.output = MapOutput(task.index, attempt.id, worker.host, worker.shuffle_port)
             task.done_worker = worker.id
+            actions += self._new_sources(job)
         if attempt.speculative:
             _add(job.counters, {"Job Counters": {f"Speculative {task.kind} tasks won": 1}})
         for other in list(task.attempts):  # the losing speculative attempts
@@ -399,6 +401,18 @@ class Scheduler:
             return self._finish_job(job, JobState.FAILED, self._failure_message(job, task), now)
         task.state = TaskState.PENDING
         return self.schedule(now)
+
+    def _new_sources(self, job: Job) -> list[Action]:
+        """Tell every running reduce attempt about the finished maps it has not heard of."""
+        actions: list[Action] = []
+        for reduce in job.reduces:
+            for attempt in reduce.attempts.values():
+                new = [m.output for m in job.maps
+                       if m.output is not None and m.index not in attempt.sources]
+                if new:
+                    attempt.sources.update((o.map_index, o.attempt_id) for o in new)
+                    actions.append(Sources(attempt.worker_id, attempt.id, new))
+        return actions
 
     def _fetch_failed(self, job: Job, reduce: Task, attempt: Attempt, map_index: int,
                       now: float) -> list[Action]:
@@ -494,15 +508,32 @@ class Scheduler:
         backups to stragglers when nothing is pending."""
         actions: list[Action] = []
         for job in self._active_jobs():
-            for task in job.phase_tasks():
-                if task.state is not TaskState.PENDING:
-                    continue
-                worker = policy.pick_worker(self.workers.values(), job, task)
-                if worker is None:
-                    continue
-                actions.append(self._launch(job, task, worker, now))
-            actions += self._speculate(job, now)
+            placed, maps_waiting = self._place(job, job.maps, now)
+            actions += placed
+            if job.reduces and any(t.state is TaskState.PENDING for t in job.reduces) \
+                    and job.reduces_may_start():
+                actions += self._place(job, job.reduces, now)[0]
+            if not maps_waiting:  # else no backups: maps still wait for a first attempt
+                actions += self._speculate(job, now)
         return actions
+
+    def _place(self, job: Job, tasks: list[Task], now: float) -> tuple[list[Action], bool]:
+        """Launch pending tasks (all of one kind) while a worker has a free slot for them;
+        whether some are left waiting. Stops at the first full cluster: a job of thousands
+        of tasks costs per free slot, not per task."""
+        actions: list[Action] = []
+        for task in tasks:
+            if task.state is not TaskState.PENDING:
+                continue
+            if not self._room(task.kind):
+                return actions, True
+            worker = policy.pick_worker(self.workers.values(), job, task)
+            if worker is not None:
+                actions.append(self._launch(job, task, worker, now))
+        return actions, False
+
+    def _room(self, kind: str) -> bool:
+        return any(w.free_for(kind) > 0 for w in self.workers.values())
 
     def _speculate(self, job: Job, now: float) -> list[Action]:
         """Backup attempts for the stragglers the policy names, on another worker."""
@@ -546,6 +577,7 @@ class Scheduler:
             combiner=spec.combiner if is_map else None,
             conf=spec.conf, env=spec.cmdenv, files=spec.files,
             output_dir=job.staging, split=task.split, sources=sources,
+            num_maps=0 if is_map else len(job.maps),
             lazy_output=spec.lazy_output, shared_fs=spec.shared_fs,
         )
 

@@ -11,6 +11,9 @@ from hstream.hadoop.properties import job_priority
 from hstream.job import JobSpec, MapOutput, Split, TaskResult, TaskSpec
 
 DEFAULT_MAX_ATTEMPTS = 4
+#: Hadoop's mapreduce.job.reduce.slowstart.completedmaps: reducers start (and fetch what
+#: is done) once this share of the maps has finished.
+DEFAULT_SLOWSTART = 0.05
 
 
 class TaskState(StrEnum):
@@ -71,7 +74,16 @@ class DropWorker:
     reason: str
 
 
-Action = Assign | Kill | JobFinished | Progress | DropWorker
+@dataclass
+class Sources:
+    """Maps finished since a reduce attempt started: the worker passes them on to it."""
+
+    worker_id: str
+    attempt_id: str
+    sources: list[MapOutput]
+
+
+Action = Assign | Kill | JobFinished | Progress | DropWorker | Sources
 
 
 @dataclass
@@ -159,6 +171,19 @@ class Job:
     def tasks(self) -> list[Task]:
         return self.maps + self.reduces
 
+    def reduces_may_start(self) -> bool:
+        """Whether the slowstart share of the maps is done."""
+        return sum(t.state is TaskState.DONE for t in self.maps) >= self.slowstart() * len(
+            self.maps)
+
+    def slowstart(self) -> float:
+        try:
+            value = float(self.spec.conf.get("mapreduce.job.reduce.slowstart.completedmaps",
+                                             DEFAULT_SLOWSTART))
+        except ValueError:
+            return DEFAULT_SLOWSTART
+        return min(max(value, 0.0), 1.0)
+
     def phase_tasks(self) -> list[Task]:
         """Tasks that may run now: maps, then reduces once every map is done."""
         if all(t.state is TaskState.DONE for t in self.maps):
@@ -197,3 +222,12 @@ class WorkerInfo:
     @property
     def free_slots(self) -> int:
         return self.slots - len(self.running) if self.alive else 0
+
+    def free_for(self, kind: str) -> int:
+        """Maps and reduces have a slot each per CPU, as MRv1's map and reduce slots: a reducer
+        started early (slowstart) mostly waits for map output and must not keep a map from a
+        CPU; once the maps are done the reducers have the CPUs."""
+        if not self.alive:
+            return 0
+        mark = "_m_" if kind == "map" else "_r_"
+        return self.slots - sum(mark in a for a in self.running)

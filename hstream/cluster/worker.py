@@ -42,7 +42,7 @@ from typing import Any
 from hstream import messages, protocol
 from hstream.errors import BadMessage, ProtocolError
 from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
-from hstream.task import procs, reporter, shuffle
+from hstream.task import procs, reporter, shuffle, zygote
 from hstream.task.attempt import discard_attempt
 
 logger = logging.getLogger(__name__)
@@ -53,15 +53,21 @@ STDERR_TAIL = 64 << 10
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+#: A task runner: forked by the zygote, or (if it cannot) started afresh.
+Proc = zygote.Runner | subprocess.Popen[bytes]
+
+
 @dataclass
 class Running:
     spec: TaskSpec
-    proc: subprocess.Popen[bytes]
+    proc: Proc
     #: The manager connection (registration) the attempt was started under.
     chan: protocol.Channel | None
     #: The attempt's session and cgroup: everything it started, killed when it ends.
     box: procs.Box
     killed: bool = False
+    #: Maps a reduce attempt has been told of (its spec's sources, then `sources` messages).
+    heard: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,8 @@ class Worker:
         self.shuffle_sock = socket.create_server((host, 0))
         self.shuffle_port = self.shuffle_sock.getsockname()[1]
         self.cgroups = procs.Cgroups()
+        self.zygote = zygote.Zygote({**os.environ, "PYTHONPATH": PACKAGE_ROOT + os.pathsep
+                                     + os.environ.get("PYTHONPATH", "")})
 
     # -- lifecycle -------------------------------------------------------------
     def run(self) -> None:
@@ -156,6 +164,7 @@ class Worker:
     def stop(self) -> None:
         self.stopping.set()
         self._kill_all("worker stopping")
+        self.zygote.close()
         try:
             self.shuffle_sock.close()
         except OSError:
@@ -234,6 +243,8 @@ class Worker:
             self._run(chan, from_dict(TaskSpec, msg["spec"]))
         elif op == "kill":
             self._kill(msg["attempt_id"])
+        elif op == "sources":
+            self._pass_sources(msg["attempt_id"], msg["sources"])
         elif op == "job_done":
             self._clean_job(msg["job_id"])
         elif op == "shutdown":
@@ -292,34 +303,49 @@ class Worker:
         os.makedirs(root, exist_ok=True)
         with self.lock:
             self.jobs.add(spec.job_id)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
         user = self.task_user
         if user is not None:
             user.hand_over(spec, root)
-            env = user.environment(env)
-        # -S: the runner needs only the stdlib and hstream (on PYTHONPATH), not site's start-up.
-        proc = subprocess.Popen([sys.executable, "-S", "-m", "hstream.task", root],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root, env=env,
-                                start_new_session=True, user=user.uid if user else None,
-                                group=user.gid if user else None,
-                                extra_groups=[] if user else None)
+        proc = self._spawn(root, user)
         box = procs.Box(self.cgroups, spec.attempt_id)
         box.enter(proc.pid)  # before the runner reads its spec, so before it starts anything
         with self.lock:
-            self.tasks[spec.attempt_id] = Running(spec, proc, self.chan, box)
+            self.tasks[spec.attempt_id] = Running(spec, proc, self.chan, box,
+                                                  heard=len(spec.sources))
         assert proc.stdin is not None
         try:
             proc.stdin.write(self.auth.for_job(spec.job_id).dumps())
-            proc.stdin.write(json.dumps(to_dict(spec)).encode())
-            proc.stdin.close()
+            proc.stdin.write(json.dumps(to_dict(spec)).encode() + b"\n")
+            proc.stdin.flush()
+            if len(spec.sources) >= spec.num_maps:  # else maps still to come: `_pass_sources`
+                proc.stdin.close()
         except BrokenPipeError:
             pass
         threading.Thread(target=self._watch, args=(spec, proc), daemon=True,
                          name=spec.attempt_id).start()
         logger.info("worker %s: started %s (pid %d)", self.id, spec.attempt_id, proc.pid)
 
-    def _watch(self, spec: TaskSpec, proc: subprocess.Popen[bytes]) -> None:
+    def _spawn(self, root: str, user: TaskUser | None) -> Proc:
+        """A runner for the attempt in `root`: forked by the zygote (warm, no interpreter start
+        or imports), or started afresh if the zygote cannot."""
+        env = dict(os.environ) if user is None else user.environment(dict(os.environ))
+        try:
+            if self.zygote.sock is None and self.zygote.proc is None:
+                self.zygote.start()
+            return self.zygote.spawn(root, env, user.uid if user else None,
+                                     user.gid if user else None)
+        except OSError as e:
+            logger.warning("worker %s: the zygote cannot start a runner (%s): starting it "
+                           "afresh", self.id, e)
+        env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        # -S: the runner needs only the stdlib and hstream (on PYTHONPATH), not site's start-up.
+        return subprocess.Popen([sys.executable, "-S", "-m", "hstream.task", root],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root, env=env,
+                                start_new_session=True, user=user.uid if user else None,
+                                group=user.gid if user else None,
+                                extra_groups=[] if user else None)
+
+    def _watch(self, spec: TaskSpec, proc: Proc) -> None:
         result: dict[str, Any] | None = None
         with self.lock:
             chan, box = self.tasks[spec.attempt_id].chan, self.tasks[spec.attempt_id].box
@@ -333,6 +359,11 @@ class Worker:
         status = end_attempt(proc, box)
         with self.lock:
             running = self.tasks.pop(spec.attempt_id, None)
+        if proc.stdin is not None and not proc.stdin.closed:  # a reduce that heard of every map
+            try:                                              # never got its stdin closed
+                proc.stdin.close()
+            except OSError:
+                pass
         if running is None or running.killed:
             discard_attempt(spec, root)
             if result is not None:
@@ -354,6 +385,23 @@ class Worker:
             logger.warning("worker %s: result of %s dropped: it belongs to a manager connection "
                            "that is gone (the attempt was re-run elsewhere)", self.id,
                            spec.attempt_id)
+
+    def _pass_sources(self, attempt_id: str, sources: list[dict[str, Any]]) -> None:
+        """Finished maps for a reduce attempt that started before they were (slowstart): a
+        JSON line on its stdin, closed once it has heard of every map."""
+        with self.lock:
+            running = self.tasks.get(attempt_id)
+        stdin = running.proc.stdin if running is not None else None
+        if running is None or stdin is None or stdin.closed:
+            return
+        running.heard += len(sources)
+        try:
+            stdin.write(json.dumps(sources).encode() + b"\n")
+            stdin.flush()
+            if running.heard >= running.spec.num_maps:
+                stdin.close()
+        except (BrokenPipeError, ValueError):  # it ended meanwhile
+            pass
 
     def _kill(self, attempt_id: str) -> None:
         with self.lock:
@@ -401,7 +449,7 @@ def stderr_tail(root: str) -> str:
         return ""
 
 
-def kill_group(proc: subprocess.Popen[bytes], box: procs.Box | None = None) -> None:
+def kill_group(proc: Proc, box: procs.Box | None = None) -> None:
     """Kill an attempt's whole session (runner, command, sorts) and its cgroup; gone already
     is fine."""
     try:
@@ -412,10 +460,14 @@ def kill_group(proc: subprocess.Popen[bytes], box: procs.Box | None = None) -> N
         box.kill()
 
 
-def end_attempt(proc: subprocess.Popen[bytes], box: procs.Box) -> int:
+def end_attempt(proc: Proc, box: procs.Box) -> int:
     """Wait for the runner, kill whatever the attempt left running (a background child of
     the user's command), then reap: while the runner is a zombie its pid, the session id,
     cannot be reused."""
+    if isinstance(proc, zygote.Runner):
+        proc.wait_exit()
+        box.kill()
+        return proc.reap()
     try:
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
     except ChildProcessError:

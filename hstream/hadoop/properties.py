@@ -63,7 +63,7 @@ IMPLEMENTED = frozenset({
     "mapreduce.input.fileinputformat.split.maxsize",
     "mapreduce.input.fileinputformat.input.dir.recursive",
     "mapreduce.map.output.compress", "mapreduce.map.output.compress.codec",
-    "mapreduce.job.priority",
+    "mapreduce.job.priority", "mapreduce.job.reduce.slowstart.completedmaps",
     "mapreduce.map.memory.mb", "mapreduce.reduce.memory.mb",
     "mapred.child.ulimit", "mapred.map.child.ulimit", "mapred.reduce.child.ulimit",
     "mapreduce.task.files.preserve.failedtasks",
@@ -176,9 +176,25 @@ def classify(given: str, value: str) -> Property:
     return Property(given, name, Use.SILENT if silent else Use.IGNORED)
 
 
+#: A misspelling this close to a known name is that name; below it, a known name the
+#: given one merely extends (`mapreduce.job.name.job.name`) is the better guess.
+_SPELLING_RATIO = 0.9
+
+
 def _suggestion(name: str) -> str:
     close = difflib.get_close_matches(name, tables().known, n=1, cutoff=0.75)
+    if not close or difflib.SequenceMatcher(None, name, close[0]).ratio() < _SPELLING_RATIO:
+        close = _known_prefix(name) or close
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _known_prefix(name: str) -> list[str]:
+    """The longest known name that `name` extends by whole dot-separated words."""
+    parts = name.split(".")
+    for end in range(len(parts) - 1, 1, -1):
+        if ".".join(parts[:end]) in tables().known:
+            return [".".join(parts[:end])]
+    return []
 
 
 #: What a text job reads and writes anyway, so naming it changes nothing.

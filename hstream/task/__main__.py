@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args[0]
     stdin = sys.stdin.buffer
     auth = protocol.read_auth(stdin)
-    spec = from_dict(TaskSpec, json.loads(stdin.read()))
+    spec = from_dict(TaskSpec, json.loads(stdin.readline()))
     logging.basicConfig(level=logging.INFO, filename=os.path.join(root, "task.log"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     reporter = Reporter(sys.stdout.buffer)
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     guard = knobs.start_guard(spec)
     try:
         attempt = Attempt(spec, root, auth, reporter)
-        result = run_map(attempt) if spec.kind == "map" else run_reduce(attempt)
+        result = run_map(attempt) if spec.kind == "map" else run_reduce(attempt, stdin)
     except TaskError as e:  # a failed attempt's counters never count, so none are sent
         result = TaskResult(ok=False, error=str(e), exit_status=e.exit_status, stderr_tail=e.tail)
     except Exception as e:  # noqa: BLE001 - any crash is this attempt's failure, reported

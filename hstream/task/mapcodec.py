@@ -5,16 +5,23 @@ compressed bytes; a reducer decompresses what it fetched before merging. The cod
 `mapreduce.map.output.compress.codec` as the standard library has it: DefaultCodec and
 DeflateCodec are zlib, GzipCodec gzip, BZip2Codec bz2. Codecs the standard library lacks
 (Snappy, LZ4, ZStandard, LZO) compress with zlib at its fastest level: map output is internal
-to the job, so its output is the same. Spills are not compressed (each is merged as soon as
-the map ends). Stdlib only.
+to the job, so its output is the same.
+
+Spill runs are compressed too, as Hadoop compresses its spills with the map output codec:
+`spill_codec` names the command-line tool (`bzip2 -1` for BZip2Codec, else `gzip -1`: fast,
+and present on every host) that `sorting.Spiller` pipes each spill sort into, and that map
+merges decompress with; sort's own temporary files use it as well. Stdlib only.
 """
 
 from __future__ import annotations
 
 import bz2
 import os
+import shutil
 import zlib
 from collections.abc import Callable
+
+from hstream.task.sorting import BZIP2, GZIP, SpillCodec
 
 CHUNK = 1 << 20
 DEFAULT_CODEC = "org.apache.hadoop.io.compress.DefaultCodec"
@@ -35,6 +42,15 @@ def codec(conf: dict[str, str]) -> tuple[str, int] | None:
     if conf.get("mapreduce.map.output.compress", "false").lower() != "true":
         return None
     return CODECS.get(conf.get("mapreduce.map.output.compress.codec", DEFAULT_CODEC), FAST)
+
+
+def spill_codec(conf: dict[str, str]) -> SpillCodec | None:
+    """The tool for spill runs when the job compresses map output, else None. Spills are
+    internal to the attempt, so a host without bzip2 uses gzip."""
+    kind = codec(conf)
+    if kind is None:
+        return None
+    return BZIP2 if kind[0] == "bz2" and shutil.which(BZIP2.program) else GZIP
 
 
 def _compressor(kind: tuple[str, int]) -> tuple[Callable[[bytes], bytes], Callable[[], bytes]]:

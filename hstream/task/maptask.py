@@ -1,10 +1,10 @@
 """A map attempt: split -> mapper -> sorted spills -> one sorted file per reducer.
 
 The split streams into the mapper on a feeder thread; the mapper's output fills
-`Spiller` runs (GNU sort, bounded buffer); the runs are merged once and routed
-to one sorted partition file per reducer, through `combiner | sort` when there
-is a combiner. A map-only job writes the mapper's output as its part file.
-Stdlib only.
+`Spiller` runs (GNU sort, bounded buffer; compressed with mapreduce.map.output.compress);
+the runs are merged once and routed to one sorted partition file per reducer, through
+`combiner | sort` when there is a combiner. A map-only job writes the mapper's output as its
+part file. Stdlib only.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from hstream.task.sorting import (
     Run,
     SortOrder,
     Spiller,
-    merge_command,
+    merge_to_file,
+    merged_runs,
     sort_command,
     sort_env,
-    sort_failed,
 )
 from hstream.task.splits import read_split
 
@@ -118,12 +118,14 @@ def run_map(attempt: Attempt) -> TaskResult:
     else:
         watch = Stopwatch()
         order = sort_order(attempt.conf)
-        spiller = Spiller(order, attempt.buffer, attempt.tmp, attempt.output_limit())
+        spiller = Spiller(order, attempt.buffer, attempt.tmp, attempt.output_limit(),
+                          codec=mapcodec.spill_codec(attempt.conf))
         out_bytes = attempt.drain(proc, spiller.write)
         _check_input(feeder, errors, attempt)
         runs = spiller.close()
         attempt.check_exit(proc, "mapper")
-        watch.lap(f"map and sort ({len(runs)} spills)")
+        spilled = sum(os.path.getsize(r.path) for r in runs)
+        watch.lap(f"map and sort ({len(runs)} spills, {spilled} bytes on disk)")
         records = sum(r.records for r in runs)
         attempt.count("Map output records", records)
         attempt.count("Map output bytes", out_bytes)
@@ -169,14 +171,8 @@ def _single_partition(attempt: Attempt, order: SortOrder, runs: list[Run], path:
     """One reducer: no routing at all; the run is the partition, or `sort -m` writes it."""
     if not runs:
         open(path, "wb").close()
-    elif len(runs) == 1:
-        os.replace(runs[0].path, path)
     else:
-        argv = merge_command(order, runs, attempt.buffer, attempt.tmp) + [f"--output={path}.tmp"]
-        merge = subprocess.Popen(argv, env=sort_env(), stderr=subprocess.PIPE)
-        if merge.wait() != 0:
-            raise sort_failed(merge, "merging map output", attempt.tmp)
-        os.replace(path + ".tmp", path)
+        merge_to_file(order, runs, attempt.buffer, attempt.tmp, path, "merging map output")
 
 
 def _route(attempt: Attempt, order: SortOrder, runs: list[Run], outdir: str) -> None:
@@ -184,17 +180,9 @@ def _route(attempt: Attempt, order: SortOrder, runs: list[Run], outdir: str) -> 
     sinks = [_PartitionSink(attempt, order, os.path.join(outdir, shuffle.partition_name(r)))
              for r in range(spec.num_reduces)]
     router = _router(attempt, order, sinks)
-    if len(runs) == 1:
-        with open(runs[0].path, "rb") as f:
-            pump_lines(f, router)
-    elif runs:
-        argv = merge_command(order, runs, attempt.buffer, attempt.tmp)
-        merge = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 env=sort_env())
-        assert merge.stdout is not None
-        pump_lines(merge.stdout, router)
-        if merge.wait() != 0:
-            raise sort_failed(merge, "merging map output", attempt.tmp)
+    if runs:
+        with merged_runs(order, runs, attempt.buffer, attempt.tmp, "merging map output") as merged:
+            pump_lines(merged, router)
     for sink in sinks:
         sink.close()
     if spec.combiner:
@@ -251,7 +239,9 @@ class _PartitionSink:
         self.sort: subprocess.Popen[bytes] | None = None
         self.attempt = attempt
         if attempt.spec.combiner:
-            argv = sort_command(order, True, 16 << 20, attempt.tmp)
+            spills = mapcodec.spill_codec(attempt.conf)
+            argv = sort_command(order, True, 16 << 20, attempt.tmp,
+                                compress=spills.program if spills else None)
             self.sort = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.file,
                                          env=sort_env())
             try:

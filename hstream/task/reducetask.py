@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from hstream.hadoop import command as commands
 from hstream.hadoop import keyfields
@@ -39,12 +39,15 @@ from hstream.task.partition import count_groups
 from hstream.task.sorting import Run, SortOrder, merge_command, sort_env, sort_failed
 
 
-def run_reduce(attempt: Attempt) -> TaskResult:
+def run_reduce(attempt: Attempt, arrivals: IO[bytes] | None = None) -> TaskResult:
+    """Fetch (maps that finish later arrive on `arrivals`), then merge and reduce."""
     spec = attempt.spec
     inputs = os.path.join(attempt.root, "inputs")
     os.makedirs(inputs, exist_ok=True)
     watch = Stopwatch()
-    fetched = shuffle.fetch_all(spec, inputs, attempt.auth)
+    total = max(spec.num_maps, len(spec.sources), 1)
+    fetched = shuffle.fetch_all(spec, inputs, attempt.auth, arrivals,
+                                lambda n: attempt.progress(n / total / 3))
     watch.lap(f"fetch ({len(spec.sources)} maps)")
     if fetched.failed_map is not None:
         return TaskResult(ok=False, fetch_failed_map=fetched.failed_map,

@@ -16,22 +16,27 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import re
 import socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from typing import IO, Any
 
 from hstream import messages, protocol
 from hstream.errors import BadMessage, ProtocolError
-from hstream.job import MapOutput, TaskSpec
+from hstream.job import MapOutput, TaskSpec, from_dict
 
 logger = logging.getLogger(__name__)
 
 FETCH_THREADS = 4
 FETCH_RETRIES = 3
 FETCH_TIMEOUT = 30.0
+#: A line of finished maps from the worker (a few thousand of them at most).
+MAX_ARRIVAL_LINE = 16 << 20
 _ID = re.compile(r"^[A-Za-z0-9_]+$")
 
 
@@ -158,23 +163,74 @@ def _fetch_with_retries(src: MapOutput, spec: TaskSpec, dest: str,
     raise OSError(str(last))
 
 
-def fetch_all(spec: TaskSpec, dest_dir: str, auth: protocol.Auth) -> Fetched:
-    """Fetch this reducer's partition from every map, a few at a time (with the job's token)."""
+def fetch_all(spec: TaskSpec, dest_dir: str, auth: protocol.Auth,
+              arrivals: IO[bytes] | None = None,
+              progress: Callable[[int], object] | None = None) -> Fetched:
+    """Fetch this reducer's partition from every map, a few at a time (with the job's token).
+
+    A reduce that started before every map was done (slowstart) has fewer `spec.sources` than
+    `spec.num_maps`; the worker writes the others on `arrivals` as they finish, a JSON list
+    of MapOutput a line, so fetching overlaps the maps. Stops at the first map that cannot be
+    fetched: the manager re-runs it."""
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+    if arrivals is not None and len(spec.sources) < spec.num_maps:
+        threading.Thread(target=_read_arrivals, args=(arrivals, events), daemon=True,
+                         name="arrivals").start()
     result = Fetched()
-    jobs = {}
+    heard = fetched = 0
     with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
-        for src in spec.sources:
-            dest = os.path.join(dest_dir, f"map-{src.map_index:06d}")
-            jobs[src.map_index] = (dest, pool.submit(_fetch_with_retries, src, spec, dest, auth))
-        for map_index, (dest, fut) in sorted(jobs.items()):
+        def submit(sources: list[MapOutput]) -> None:
+            for src in sources:
+                dest = os.path.join(dest_dir, f"map-{src.map_index:06d}")
+                fut = pool.submit(_fetch_with_retries, src, spec, dest, auth)
+                fut.add_done_callback(partial(_fetched, events, src.map_index, dest))
+
+        submit(spec.sources)
+        heard = len(spec.sources)
+        while fetched < max(heard, spec.num_maps) and result.failed_map is None:
             try:
-                size, records, keyed = fut.result()
-            except (OSError, EOFError) as e:
-                if result.failed_map is None:
-                    result.failed_map, result.error = map_index, str(e)
-                continue
-            result.paths.append(dest)
-            result.bytes += size
-            result.records += records
-            result.keyed = result.keyed or keyed
+                kind, item = events.get(timeout=1.0)
+            except queue.Empty:
+                kind, item = "wait", None
+            if kind == "sources":
+                submit(item)
+                heard += len(item)
+            elif kind == "fetched":
+                fetched += 1
+                _fold(result, *item)
+            elif kind == "end" and heard < spec.num_maps:
+                raise OSError(f"{item} ({heard} of {spec.num_maps} maps)")
+            if progress is not None:
+                progress(fetched)
+        pool.shutdown(wait=result.failed_map is None, cancel_futures=True)
+    result.paths.sort()
     return result
+
+
+def _fetched(events: queue.Queue[tuple[str, Any]], map_index: int, dest: str,
+             fut: Future[tuple[int, int, bool]]) -> None:
+    events.put(("fetched", (map_index, dest, fut)))
+
+
+def _fold(result: Fetched, map_index: int, dest: str, fut: Future[tuple[int, int, bool]]) -> None:
+    try:
+        size, records, keyed = fut.result()
+    except (OSError, EOFError) as e:
+        if result.failed_map is None:
+            result.failed_map, result.error = map_index, str(e)
+        return
+    result.paths.append(dest)
+    result.bytes += size
+    result.records += records
+    result.keyed = result.keyed or keyed
+
+
+def _read_arrivals(stream: IO[bytes], events: queue.Queue[tuple[str, Any]]) -> None:
+    """The worker's lines of newly finished maps, until it closes the stream."""
+    for line in iter(lambda: stream.readline(MAX_ARRIVAL_LINE), b""):
+        try:
+            events.put(("sources", [from_dict(MapOutput, d) for d in json.loads(line)]))
+        except (ValueError, TypeError, KeyError) as e:
+            events.put(("end", f"bad map output list from the worker: {type(e).__name__}"))
+            return
+    events.put(("end", "the worker stopped sending finished maps"))

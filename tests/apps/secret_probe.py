@@ -143,8 +143,11 @@ def ancestors() -> list[int]:
 
 
 def runner() -> int | None:
-    """This attempt's task runner: the nearest ancestor running hstream.task."""
-    return next((pid for pid in ancestors() if b"hstream.task" in cmdline(pid)), None)
+    """This attempt's task runner: the nearest ancestor running hstream.task (or forked by
+    hstream.task.zygote)."""
+    return next((pid for pid in ancestors()
+                 if any(a == b"hstream.task" or a.startswith(b"hstream.task.")
+                        for a in cmdline(pid))), None)
 
 
 def find_token(report: dict[str, object]) -> object:

@@ -22,6 +22,8 @@ Entry fields (besides id, source, original, args, reference, check, notes):
   archives    [{"path", "link", "members": {name: text}}]: archives built before the run
               (.zip/.jar as zip, .tar.gz/.tgz/.tar.bz2/.tar as tar). For the reference
               pipeline they are unpacked into a directory named "link".
+  requires    [program]: interpreters the command names that are not always installed
+              (e.g. "ruby"); without one the entry is reported as skipped, not run.
 Paths may start with "../": the command runs in <tmp>/work, so they land in <tmp>.
 
 The reference pipeline runs with bash in a second copy of the entry (<tmp>/ref) where files
@@ -222,9 +224,18 @@ def _show(pair: tuple[bytes, bytes]) -> str:
     return (key + (b"\t" + value if value else b"")).decode("utf-8", "replace")
 
 
+def missing_programs(entry: dict) -> list[str]:
+    """The entry's required programs that are not on PATH."""
+    return [p for p in entry.get("requires", []) if shutil.which(p) is None]
+
+
 def run_entry(entry: dict, timeout: float, keep: bool) -> dict:
     result: dict = {"id": entry["id"], "ran": False, "exit": None, "equal": None, "error": "",
-                    "detail": "", "seconds": 0.0}
+                    "detail": "", "seconds": 0.0, "skipped": ""}
+    missing = missing_programs(entry)
+    if missing:
+        result["skipped"] = f"needs {', '.join(missing)}"
+        return result
     tmp = Path(tempfile.mkdtemp(prefix=f"hsconf-{entry['id'][:40]}-"))
     try:
         work = tmp / "work"
@@ -301,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         r = run_entry(entry, opts.timeout, opts.keep)
         results.append(r)
         if not opts.json:
-            if not r["ran"]:
+            if r["skipped"]:
+                status = f"SKIPPED ({r['skipped']})"
+            elif not r["ran"]:
                 status = f"FAIL (exit {r['exit']}): {r['error']}"
             elif r["equal"] is None:
                 status = "ran" + (f"; {r['detail']}" if r["detail"] else "")
@@ -315,11 +328,15 @@ def main(argv: list[str] | None = None) -> int:
     ran = sum(r["ran"] for r in results)
     equal = sum(r["equal"] is True for r in results)
     comparable = sum(1 for e in corpus if e.get("reference"))
+    skipped = sum(bool(r["skipped"]) for r in results)
     summary = (f"{ran}/{total} ran unchanged, {equal}/{total} output equal "
                f"({comparable} have a reference)")
+    if skipped:
+        summary += f"; {skipped} not run: a program they need is missing"
     if opts.json:
         print(json.dumps({"summary": summary, "ran": ran, "equal": equal, "total": total,
-                          "with_reference": comparable, "results": results}, indent=1))
+                          "with_reference": comparable, "skipped": skipped, "results": results},
+                         indent=1))
     else:
         print(summary)
     return 0 if ran == total and equal == comparable else 1
