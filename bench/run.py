@@ -52,7 +52,7 @@ PEERS_VENV = os.path.join(HERE, ".venv-peers")
 MAPPER = "wc_map.py"
 REDUCER = "wc_reduce.py"
 SAMPLE_EVERY = 0.1
-OWN_ROLES = ("client", "manager", "worker", "task(map)", "task(reduce)")
+OWN_ROLES = ("client", "manager", "worker", "zygote", "task(map)", "task(reduce)")
 MB = 1 << 20
 
 
@@ -87,7 +87,10 @@ def role_of(proc: psutil.Process, root: int) -> str:
     if "org.apache.spark" in text or "pyspark" in text:
         return "spark"
     if "hstream.task" in text:
-        return "task(reduce)" if "_r_" in text else "task(map)"
+        root = attempt_root(proc, argv)
+        if not root:
+            return "zygote"
+        return "task(reduce)" if "_r_" in root else "task(map)"
     if "hstream.cluster.worker" in text:
         return "worker"
     if proc.pid == root:
@@ -105,6 +108,18 @@ def role_of(proc: psutil.Process, root: int) -> str:
     if argv and os.path.basename(argv[0]) == "cat":
         return "cat"
     return "other"
+
+
+def attempt_root(proc: psutil.Process, argv: list[str]) -> str:
+    """A task runner's attempt directory: its argument, or for one the worker's zygote forked
+    (same command line as the zygote), its working directory; "" for the zygote itself."""
+    if "hstream.task.zygote" not in argv:
+        return argv[-1]
+    try:
+        cwd = proc.cwd()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return ""
+    return cwd if "/attempts/" in cwd else ""
 
 
 class Sampler(threading.Thread):
@@ -146,7 +161,7 @@ class Sampler(threading.Thread):
                     if role == "manager" and not self.rundir:
                         self.rundir = _log_dir(p)
                     if role.startswith("task"):
-                        self.task_logs.setdefault(p.cmdline()[-1], "")
+                        self.task_logs.setdefault(attempt_root(p, p.cmdline()), "")
                     entry["cpu"] = t.user + t.system
                     entry["rss"] = max(int(entry["rss"]), rss)  # type: ignore[call-overload]
                     if entry["role"] in OWN_ROLES:

@@ -9,6 +9,7 @@ Stdlib only.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -122,6 +123,7 @@ def _check_executable(full: str, program: str) -> None:
 _UNSAFE = re.compile(r"[^A-Za-z0-9]")
 
 
+@functools.lru_cache(maxsize=8192)
 def env_name(key: str) -> str:
     """Hadoop's safeEnvVarName: every non-alphanumeric character becomes `_`."""
     return _UNSAFE.sub("_", key)

@@ -275,15 +275,27 @@ def expand(value: str, conf: dict[str, str], system: dict[str, str]) -> str:
 def job_view(conf: dict[str, str]) -> dict[str, str]:
     """Every property of the job as a Hadoop task's JobConf holds it: the defaults, what
     StreamJob sets, the job's own, variables expanded, and each set property under its old
-    names too (Configuration.setDeprecatedProperties). Empty defaults are left out."""
+    names too (Configuration.setDeprecatedProperties). Empty defaults are left out.
+
+    Made for every attempt (some 1,800 properties): only values holding a `${…}` are
+    expanded, the others are as they are."""
     t = tables()
-    full = {k: v for k, v in t.defaults.items() if v}
-    full.update(STREAMJOB_SETTINGS)
-    full.update(conf)
+    raw, templated = _raw_view()
+    full = {**raw, **conf}
     system = _system_properties()
-    view = {k: expand(v, full, system) for k, v in full.items()}
+    view = dict(full)
+    for key in (*templated, *conf):
+        view[key] = expand(full[key], full, system)
     for name, olds in t.old_names.items():
         if name in view:
             for old in olds:
                 view.setdefault(old, view[name])
     return view
+
+
+@functools.cache
+def _raw_view() -> tuple[dict[str, str], tuple[str, ...]]:
+    """The non-empty defaults and StreamJob's settings, and which of them hold a `${…}`."""
+    full = {k: v for k, v in tables().defaults.items() if v}
+    full.update(STREAMJOB_SETTINGS)
+    return full, tuple(k for k, v in full.items() if "${" in v)

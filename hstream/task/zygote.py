@@ -20,6 +20,7 @@ then notice their parent is gone and kill their sessions). Stdlib only.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -46,11 +47,13 @@ _STATUS_UNKNOWN = -1
 
 def serve(sock: socket.socket) -> None:
     """Fork a runner per spawn request and reap one per reap request, until the worker goes."""
-    from hstream.hadoop import properties
+    from hstream.hadoop import command, properties
     from hstream.task import __main__ as runner  # everything a runner imports, once
 
     protocol.protect_memory()
-    properties.tables()  # Hadoop's property tables, read once for every runner
+    for key in properties.job_view({}):  # Hadoop's property tables and their variable names,
+        command.env_name(key)            # made once for every runner
+    gc.freeze()  # what is here now stays shared with every runner: their collections skip it
     while True:
         try:
             data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 2)
