@@ -433,6 +433,35 @@ def test_reducers_fetch_finished_maps_while_the_last_map_still_runs(cluster: Clu
     assert_clean(out)
 
 
+def test_a_killed_zygote_costs_its_runners_and_nothing_else(cluster: Cluster) -> None:
+    """kill -9 of a worker's zygote (what forks its task runners): the runners it forked kill
+    their sessions and run again, the worker starts later runners afresh, and the output is
+    the same."""
+    marks, gate = cluster.tmp / "markers", cluster.tmp / "gate"
+    marks.mkdir()
+    out = cluster.tmp / "out"
+    run = cluster.submit(out, "-D", "mapreduce.job.maps=8", "-numReduceTasks", "2",
+                         env={"MARKERS": str(marks), "HOLD": f"map:*:0:{gate}"})
+    wait_for(lambda: len(markers(marks)) == 4, 30, "four first attempts held")
+    victim = psutil.Process(cluster.local.procs[1].pid)  # worker0 (procs[0] is the manager)
+    zygote = next(c for c in victim.children() if "hstream.task.zygote" in c.cmdline())
+    forked = zygote.children()
+    assert forked, "the held attempt's runner is the zygote's child"
+    zygote.kill()
+    killed = time.time()
+    wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                             for p in [zygote, *forked]), 10, "its runner to end with it")
+    gate.touch()
+    outcome = run.wait()
+    assert outcome.state == "succeeded", outcome.message
+    assert_same_output(out, expected(cluster))
+    assert_clean(out)
+    later = [a for a, w in markers(marks)
+             if w == "worker0" and (marks / f"{a}@{w}").stat().st_mtime > killed]
+    if later:  # it ran more of the job: started afresh
+        assert "starting it afresh" in cluster.log("worker0"), later
+
+
 def test_suspended_worker_is_replaced_and_its_late_result_rejected(cluster: Cluster) -> None:
     marks, release0, release1 = cluster.tmp / "markers", cluster.tmp / "r0", cluster.tmp / "r1"
     marks.mkdir()

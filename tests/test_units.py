@@ -173,9 +173,23 @@ def _spill(lines: list[bytes], tmp: Path, buffer: int, codec: SpillCodec | None 
     return spiller.close()
 
 
+_BEFORE: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _children_before() -> None:
+    """What already ran under pytest (another test's cluster, in a whole-suite run)."""
+    _BEFORE.clear()
+    _BEFORE.update(p.pid for p in psutil.Process().children(recursive=True))
+
+
+def _new_children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.pid not in _BEFORE]
+
+
 def _no_children() -> bool:
     """Every process this test started was waited for (a zombie is a child too)."""
-    return not psutil.Process().children(recursive=True)
+    return not _new_children()
 
 
 @pytest.mark.parametrize("codec, magic", [(GZIP, b"\x1f\x8b"), (BZIP2, b"BZh")])
@@ -216,7 +230,7 @@ def test_many_compressed_runs_merge_a_bounded_number_at_a_time(
     start = sorting.Team.start
 
     def counting(team: sorting.Team, *args: object, **kwargs: object) -> object:
-        live.append(len(psutil.Process().children()))
+        live.append(len(_new_children()))
         return start(team, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(sorting.Team, "start", counting)
