@@ -255,9 +255,13 @@ def _tail(path: str, lines: int = 1) -> str:
     return " / ".join(text[-lines:]) if text else "(no output)"
 
 
-def bench_env() -> dict[str, str]:
+def bench_env(unbuffered: bool = False) -> dict[str, str]:
+    """Both sides' environment: PYTHONUNBUFFERED unset, or set (`--unbuffered`: the mapper and
+    reducer then flush every line)."""
     env = dict(os.environ)
     env.pop("PYTHONUNBUFFERED", None)
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
@@ -489,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None,
                    help="local cluster workers (default: hstream's, one per CPU)")
     p.add_argument("--keep", action="store_true", help="keep the outputs in bench/results")
+    p.add_argument("--unbuffered", action="store_true",
+                   help="run both sides with PYTHONUNBUFFERED=1 (a mapper flushing every line)")
     p.add_argument("--spark", action=argparse.BooleanOptionalAction, default=True,
                    help="also run --runner spark on a standalone cluster (default: yes; a row "
                         "says why not if pyspark or Java is missing)")
@@ -502,10 +508,11 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rundir = os.path.join(RESULTS, stamp)
     os.makedirs(rundir)
-    env = bench_env()
+    env = bench_env(args.unbuffered)
     print(f"corpus: {data} ({sum(map(os.path.getsize, inputs)) / MB:.0f} MB in {len(inputs)} "
           f"files, seed {args.seed}; ready in {gen:.1f} s)")
-    print(f"machine: {os.cpu_count()} CPUs; PYTHONUNBUFFERED unset for every run "
+    print(f"machine: {os.cpu_count()} CPUs; PYTHONUNBUFFERED "
+          f"{'=1' if args.unbuffered else 'unset'} for every run "
           f"(it was {os.environ.get('PYTHONUNBUFFERED')!r}); mapper {MAPPER}, reducer {REDUCER}")
 
     load = os.getloadavg()[0]

@@ -431,3 +431,23 @@ def test_key_runs_memory_does_not_grow_with_run_length(possessive: bool) -> None
     grown_mb = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                   check=True).stdout)
     assert grown_mb < 20
+
+
+def test_a_command_that_flushes_every_line_is_read_in_large_batches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapper under PYTHONUNBUFFERED (or Perl's `$| = 1`) writes a line at a time; the
+    runner reads it in batches of many lines, not a wake-up and a Python step per line, and
+    loses none of it."""
+    from hstream.task import attempt
+
+    reads = []
+    real = attempt.os.read
+    monkeypatch.setattr(attempt.os, "read", lambda fd, n: reads.append(n) or real(fd, n))
+    lines = 50_000
+    writer = f"import sys\nfor i in range({lines}): sys.stdout.write('line %d\\n' % i)"
+    proc = subprocess.Popen([sys.executable, "-u", "-c", writer], stdout=subprocess.PIPE)
+    got: list[bytes] = []
+    attempt.pump(proc.stdout, got.append, False, proc, 3.0)  # type: ignore[arg-type]
+    assert proc.wait() == 0
+    assert b"".join(got) == b"".join(b"line %d\n" % i for i in range(lines))
+    assert len(reads) < lines / 100, f"{len(reads)} reads for {lines} lines"

@@ -15,6 +15,7 @@ Stdlib only.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -396,6 +397,7 @@ def pump(stream: IO[bytes], write: Any, eager: bool = False,
         read = stream.read1 if eager and hasattr(stream, "read1") else stream.read
         return sum(_passed(data, write) for data in iter(lambda: read(CHUNK), b""))
     fd, total, pending = stream.fileno(), 0, _Pending(write, 0 if eager else CHUNK)
+    _widen(fd)
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     quiet: float | None = None
@@ -406,6 +408,8 @@ def pump(stream: IO[bytes], write: Any, eager: bool = False,
                 break
             total, quiet = total + len(data), None
             pending.add(data)
+            if len(data) < TRICKLE:  # a command that flushes every line: let it fill the pipe
+                time.sleep(TRICKLE_WAIT)
             continue
         pending.flush()
         if proc.poll() is None:
@@ -421,6 +425,22 @@ def pump(stream: IO[bytes], write: Any, eager: bool = False,
 
 
 POLL_MS = 100
+#: A read shorter than this means the command writes in dribs (PYTHONUNBUFFERED, `$| = 1`):
+#: the next read waits TRICKLE_WAIT seconds, so that it takes many lines at once instead of
+#: costing a wake-up and a Python step per line. The pipe holds PIPE_SIZE meanwhile.
+TRICKLE = 16 << 10
+TRICKLE_WAIT = 0.002
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031
+
+
+def _widen(fd: int) -> None:
+    """Let the pipe hold PIPE_SIZE bytes (Linux; the default is 64 KiB), so a writer does not
+    stall while a trickle wait lasts."""
+    try:
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:  # over /proc/sys/fs/pipe-max-size, or not Linux: the default will do
+        pass
 
 
 def _copy(lines: Any) -> list[str]:
