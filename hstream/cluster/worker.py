@@ -334,7 +334,7 @@ class Worker:
                 self.zygote.start()
             return self.zygote.spawn(root, env, user.uid if user else None,
                                      user.gid if user else None)
-        except OSError as e:
+        except (OSError, AttributeError) as e:  # AttributeError: no pidfd_open (not Linux)
             logger.warning("worker %s: the zygote cannot start a runner (%s): starting it "
                            "afresh", self.id, e)
         env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
