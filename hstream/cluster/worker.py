@@ -140,8 +140,7 @@ class Worker:
         self.shuffle_sock = socket.create_server((host, 0))
         self.shuffle_port = self.shuffle_sock.getsockname()[1]
         self.cgroups = procs.Cgroups()
-        self.zygote = zygote.Zygote({**os.environ, "PYTHONPATH": PACKAGE_ROOT + os.pathsep
-                                     + os.environ.get("PYTHONPATH", "")})
+        self.zygote = zygote.Zygote(with_package(dict(os.environ)))
 
     # -- lifecycle -------------------------------------------------------------
     def run(self) -> None:
@@ -337,7 +336,7 @@ class Worker:
         except (OSError, AttributeError) as e:  # AttributeError: no pidfd_open (not Linux)
             logger.warning("worker %s: the zygote cannot start a runner (%s): starting it "
                            "afresh", self.id, e)
-        env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env = with_package(env)
         # -S: the runner needs only the stdlib and hstream (on PYTHONPATH), not site's start-up.
         return subprocess.Popen([sys.executable, "-S", "-m", "hstream.task", root],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root, env=env,
@@ -437,6 +436,11 @@ class Worker:
             self.held = {a: h for a, h in self.held.items() if h["job_id"] != job_id}
         if shuffle._ID.match(job_id):
             shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
+
+def with_package(env: dict[str, str]) -> dict[str, str]:
+    """`env` with hstream on PYTHONPATH, for a Python started with -S (no site-packages)."""
+    return {**env, "PYTHONPATH": PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")}
+
 
 def stderr_tail(root: str) -> str:
     """The last STDERR_TAIL bytes of an attempt's stderr log: its directory goes when the job

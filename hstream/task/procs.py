@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +57,21 @@ def session_members(sid: int) -> list[int]:
 
 def kill_session(sid: int) -> None:
     """SIGKILL every process of a session, again until none is left (one may be forking)."""
+    if not _kill_rounds(lambda: session_members(sid)):
+        logger.warning("session %d: processes still starting after %d rounds of kills", sid,
+                       _ROUNDS)
+
+
+def _kill_rounds(members: Callable[[], list[int]]) -> bool:
+    """SIGKILL `members()` until it is empty (a member may be forking); False if it never is."""
     for _ in range(_ROUNDS):
-        members = session_members(sid)
-        if not members:
-            return
-        for pid in members:
+        pids = members()
+        if not pids:
+            return True
+        for pid in pids:
             _kill(pid)
         time.sleep(0.01)
-    logger.warning("session %d: processes still starting after %d rounds of kills", sid, _ROUNDS)
+    return False
 
 
 def _kill(pid: int) -> None:
@@ -122,13 +130,7 @@ def kill_cgroup(cgroup: str) -> None:
     try:
         _write(os.path.join(cgroup, "cgroup.kill"), "1")
     except OSError:
-        for _ in range(_ROUNDS):
-            pids = cgroup_pids(cgroup)
-            if not pids:
-                break
-            for pid in pids:
-                _kill(pid)
-            time.sleep(0.01)
+        _kill_rounds(lambda: cgroup_pids(cgroup))
     for _ in range(200):  # empty once the killed processes have exited
         try:
             os.rmdir(cgroup)
