@@ -406,6 +406,34 @@ def test_a_mappers_background_child_ends_with_its_attempt(tmp_path: Path, how: s
     assert_same_output(out, reference([data], "cat", "cat", tmp_path))
 
 
+def test_a_task_command_inherits_no_descriptor_but_its_standard_three(tmp_path: Path) -> None:
+    """The user's mapper and reducer get stdin, stdout and stderr and nothing else of the
+    runner (its pipes to the worker, its shuffle sockets, its logs), though the runner starts
+    them without closing descriptors (posix_spawn)."""
+    data = lines_file(tmp_path / "in.txt", 50)
+    probe = tmp_path / "fds.py"
+    probe.write_text("#!/usr/bin/env python3\n"
+                     "import os, sys\n"
+                     "for line in sys.stdin:  # the reducer passes on what the mappers saw\n"
+                     "    if line.startswith('map'):\n"
+                     "        sys.stdout.write(line)\n"
+                     "open_fds = []\n"
+                     "for fd in range(3, 4096):\n"
+                     "    try:\n"
+                     "        os.fstat(fd)\n"
+                     "        open_fds.append(str(fd))\n"
+                     "    except OSError:\n"
+                     "        pass\n"
+                     "print(sys.argv[1] + '\\t' + (','.join(open_fds) or 'none'))\n")
+    probe.chmod(0o755)
+    out = tmp_path / "out"
+    proc = run_hstream("jar-free", "-input", str(data), "-output", str(out), "-mapper",
+                       f"{probe} map", "-reducer", f"{probe} reduce", "-numReduceTasks", "1",
+                       cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert read_output(out) == b"map\tnone\n" * 2 + b"reduce\tnone\n"
+
+
 def test_a_daemonized_grandchild_is_killed_through_the_attempts_cgroup(tmp_path: Path) -> None:
     require(procs._own_cgroup() is not None, "a writable cgroup v2 hierarchy")
     data = lines_file(tmp_path / "in.txt", 100)

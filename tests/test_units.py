@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -16,7 +17,7 @@ from hstream import protocol
 from hstream.errors import ProtocolError
 from hstream.hadoop.command import env_name, split_command
 from hstream.hadoop.keyfields import KeySpec
-from hstream.job import Split
+from hstream.job import MapOutput, Split, TaskSpec
 from hstream.task import sorting
 from hstream.task.partition import count_groups, partition_of, route_lines, route_sorted
 from hstream.task.sorting import (
@@ -137,6 +138,57 @@ def test_count_groups_continues_across_buffers() -> None:
 
 
 # -- sorting --------------------------------------------------------------------------------
+
+
+def test_a_small_task_output_is_read_without_waiting_for_more(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command that wrote a few lines and exited: its output is taken at once, not after a
+    wait for more lines to gather (that wait would be paid by every small map)."""
+    from hstream.task import attempt
+
+    waits: list[float] = []
+    monkeypatch.setattr(attempt.time, "sleep", waits.append)
+    proc = subprocess.Popen(["printf", "a\\t1\\nb\\t2\\n"], stdout=subprocess.PIPE)
+    proc.wait()
+    got: list[bytes] = []
+    attempt.pump(proc.stdout, got.append, False, proc, 3.0)  # type: ignore[arg-type]
+    assert b"".join(got) == b"a\t1\nb\t2\n"
+    assert waits == []
+
+
+def test_a_small_map_output_is_sorted_without_a_sort_process_in_sorts_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output under SMALL_RUN is sorted in the runner, exactly as `LC_ALL=C sort` would: bytes
+    above 0x7f, empty lines, prefixes, tabs and duplicates included."""
+    from hstream.task import sorting
+
+    rng = random.Random(5)
+    alphabet = [b"a", b"b", b"\t", b" ", b"\xc3", b"\xa9", b"\xff", b"0", b"~", b"\r"]
+    lines = [b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6))) + b"\n"
+             for _ in range(3000)]
+    data = b"".join(lines)
+    assert len(data) < sorting.SMALL_RUN
+    expected = subprocess.run(["sort"], input=data, capture_output=True, env=sort_env(),
+                              check=True).stdout
+
+    def no_sort(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a sort process was started")
+
+    monkeypatch.setattr(sorting.Team, "start", no_sort)
+    runs = _spill(lines, tmp_path / "small", buffer=1 << 20)
+    assert [r.records for r in runs] == [len(lines)]
+    assert Path(runs[0].path).read_bytes() == expected
+
+
+def test_output_that_outgrows_the_small_run_keeps_every_line_in_order(tmp_path: Path) -> None:
+    """Held output leads the first sort run once the output is no longer small."""
+    from hstream.task import sorting
+
+    lines = [b"k%06d\t%d\n" % ((i * 7919) % 50000, i) for i in range(40000)]
+    assert len(b"".join(lines)) > sorting.SMALL_RUN
+    runs = _spill(lines, tmp_path / "big", buffer=1 << 20)
+    assert sum(r.records for r in runs) == len(lines)
+    assert _merged(runs, SortOrder(), tmp_path) == b"".join(sorted(lines))
 
 
 def _merged(runs: list, order: SortOrder, tmp: Path) -> bytes:
@@ -451,3 +503,77 @@ def test_a_command_that_flushes_every_line_is_read_in_large_batches(
     assert proc.wait() == 0
     assert b"".join(got) == b"".join(b"line %d\n" % i for i in range(lines))
     assert len(reads) < lines / 100, f"{len(reads)} reads for {lines} lines"
+
+
+@pytest.fixture
+def shuffle_server(tmp_path: Path) -> Iterator[tuple[int, protocol.Auth, Path]]:
+    """A worker's shuffle server on loopback, serving job_1_0001's map outputs from `maps`."""
+    from hstream.task import shuffle
+
+    secret, stopping = protocol.new_secret(), threading.Event()
+    job = "job_1_0001"
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = threading.Thread(target=shuffle.serve, args=(sock, secret, str(tmp_path / "w"),
+                                                          stopping, {job}.__contains__))
+    server.start()
+    try:
+        yield (sock.getsockname()[1], protocol.Auth(protocol.job_token(secret, job), job),
+               tmp_path / "w" / job / "maps")
+    finally:
+        stopping.set()
+        sock.close()
+        server.join(timeout=10)
+
+
+def _map_outputs(maps: Path, count: int, port: int) -> list[MapOutput]:
+    from hstream.task import shuffle
+
+    sources = []
+    for m in range(count):
+        out = maps / f"attempt_1_0001_m_{m:06d}_0"
+        out.mkdir(parents=True)
+        (out / "part-00000").write_bytes(b"k%d\tv\n" % m)
+        shuffle.write_meta(str(out), False)
+        sources.append(MapOutput(m, out.name, "127.0.0.1", port))
+    return sources
+
+
+def test_a_reducer_fetches_many_maps_from_a_host_over_few_connections(
+        shuffle_server: tuple[int, protocol.Auth, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thousands of small maps must not cost a connection and a handshake each: each fetch
+    thread keeps its channel to a host."""
+    from hstream.task import shuffle
+
+    port, auth, maps = shuffle_server
+    sources = _map_outputs(maps, 60, port)
+    connects: list[str] = []
+    real = protocol.connect
+    monkeypatch.setattr(protocol, "connect", lambda *a, **k: connects.append(a[0]) or real(*a, **k))
+    spec = TaskSpec("job_1_0001", "reduce", 0, 0, 1, "cat", None, {}, {}, [], str(tmp_path),
+                    sources=sources, num_maps=len(sources))
+    dest = tmp_path / "inputs"
+    dest.mkdir()
+    fetched = shuffle.fetch_all(spec, str(dest), auth)
+    assert fetched.failed_map is None and fetched.records == 60
+    assert sorted(Path(p).read_bytes() for p in fetched.paths) == sorted(
+        b"k%d\tv\n" % m for m in range(60))
+    assert 1 <= len(connects) <= shuffle.FETCH_THREADS
+
+
+def test_a_kept_shuffle_channel_that_broke_is_replaced_without_a_failure(
+        shuffle_server: tuple[int, protocol.Auth, Path], tmp_path: Path) -> None:
+    from hstream.task import shuffle
+
+    port, auth, maps = shuffle_server
+    first, second = _map_outputs(maps, 2, port)
+    conns = shuffle.Connections(auth)
+    try:
+        assert conns.fetch(first, "job_1_0001", 0, str(tmp_path / "a"))[:2] == (5, 1)
+        for chan in conns.opened:  # the host dropped the connection meanwhile
+            chan.sock.shutdown(socket.SHUT_RDWR)
+        assert conns.fetch(second, "job_1_0001", 0, str(tmp_path / "b"))[:2] == (5, 1)
+        assert (tmp_path / "b").read_bytes() == b"k1\tv\n"
+        assert len(conns.opened) == 2
+    finally:
+        conns.close()

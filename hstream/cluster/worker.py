@@ -346,6 +346,7 @@ class Worker:
 
     def _watch(self, spec: TaskSpec, proc: Proc) -> None:
         result: dict[str, Any] | None = None
+        told = False  # the manager has the result already
         with self.lock:
             chan, box = self.tasks[spec.attempt_id].chan, self.tasks[spec.attempt_id].box
         root = os.path.join(self.workdir, spec.job_id, "attempts", spec.attempt_id)
@@ -353,6 +354,7 @@ class Worker:
         for report in reporter.read_reports(proc.stdout):  # checked and bounded
             if "result" in report:
                 result = report["result"]
+                told = self._early_done(spec, root, result, chan)
             else:
                 self._send({"op": "progress", "attempt_id": spec.attempt_id, **report}, chan)
         status = end_attempt(proc, box)
@@ -363,6 +365,8 @@ class Worker:
                 proc.stdin.close()
             except OSError:
                 pass
+        if told:
+            return
         if running is None or running.killed:
             discard_attempt(spec, root)
             if result is not None:
@@ -374,7 +378,25 @@ class Worker:
         stderr = stderr_tail(root)
         if not result.get("ok"):  # its space is free before a retry starts
             discard_attempt(spec, root)
-        elif spec.kind == "map" and spec.num_reduces:
+        self._done(spec, stderr, result, chan)
+
+    def _early_done(self, spec: TaskSpec, root: str, result: dict[str, Any],
+                    chan: protocol.Channel | None) -> bool:
+        """A map's success goes to the manager as soon as its runner reports it: its output is
+        complete, and the runner's exit and the sweep of its leftovers (some milliseconds)
+        need not hold the slot; a job of thousands of small maps waits for them no more.
+        Failures and reduces are told after the sweep, so that a retry or the job's end never
+        meets what they left running."""
+        with self.lock:
+            running = self.tasks.get(spec.attempt_id)
+        if spec.kind != "map" or not result.get("ok") or running is None or running.killed:
+            return False
+        self._done(spec, stderr_tail(root), result, chan)
+        return True
+
+    def _done(self, spec: TaskSpec, stderr: str, result: dict[str, Any],
+              chan: protocol.Channel | None) -> None:
+        if result.get("ok") and spec.kind == "map" and spec.num_reduces:
             with self.lock:
                 self.held[spec.attempt_id] = {"job_id": spec.job_id,
                                               "attempt_id": spec.attempt_id,

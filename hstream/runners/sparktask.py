@@ -188,8 +188,7 @@ def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
 def _map_records(outdir: str, index: int, reduces: int) -> Iterator[tuple[int, Any]]:
     """The map's partition files as shuffle records; every reducer gets at least one (possibly
     empty), so it knows every map, as a reducer of the embedded runner does."""
-    with open(os.path.join(outdir, "meta.json"), encoding="utf-8") as f:
-        keyed = bool(json.load(f).get("keyed"))
+    keyed = shuffle.read_meta(outdir)
     for r in range(reduces):
         with open(os.path.join(outdir, shuffle.partition_name(r)), "rb") as part:
             chunk, seq = part.read(CHUNK), 0

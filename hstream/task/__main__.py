@@ -38,12 +38,14 @@ def _watch_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    root = args[0]
+    root = os.path.abspath(args[0])
     stdin = sys.stdin.buffer
     auth = protocol.read_auth(stdin)
     spec = from_dict(TaskSpec, json.loads(stdin.readline()))
-    logging.basicConfig(level=logging.INFO, filename=os.path.join(root, "task.log"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The file is made on the first record (a small map that went well writes none).
+    log = logging.FileHandler(os.path.join(root, "task.log"), delay=True)
+    log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[log])
     reporter = Reporter(sys.stdout.buffer)
     threading.Thread(target=_watch_parent, daemon=True).start()
     guard = knobs.start_guard(spec)

@@ -68,6 +68,10 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+#: Stages shorter than this (seconds of wall) are not logged.
+LAP_MIN = 0.05
+
+
 class Stopwatch:
     """Where an attempt's time goes, stage by stage, in its task.log: wall seconds, CPU of
     this process (hstream's own work) and of its finished children (commands, sorts)."""
@@ -78,13 +82,19 @@ class Stopwatch:
         self.children = _cpu(resource.RUSAGE_CHILDREN)
 
     def lap(self, stage: str) -> None:
+        """Log the stage since the last lap, if it took LAP_MIN or more (a small task's stages
+        are not worth a line, nor the task.log file the line would make)."""
         wall, own = time.monotonic(), _cpu(resource.RUSAGE_SELF)
         children = _cpu(resource.RUSAGE_CHILDREN)
+        if wall - self.wall >= LAP_MIN:
+            self._log(stage, wall, own, children)
+        self.wall, self.own, self.children = wall, own, children
+
+    def _log(self, stage: str, wall: float, own: float, children: float) -> None:
         logger.info("stage %s: %.2f s wall, %.2f s cpu in the task runner, %.2f s cpu in children, "
                     "peak rss %d MB", stage, wall - self.wall, own - self.own,
                     children - self.children,
                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)
-        self.wall, self.own, self.children = wall, own, children
 
 
 class Reporter:
@@ -218,12 +228,16 @@ class Attempt:
         except OSError as e:
             raise TaskError(str(e)) from None
         argv = knobs.with_ulimit(argv, self.conf, self.spec.kind)
-        log = open(os.path.join(self.root, "stderr.log"), "ab")
+        env = self.environment()
+        # The command inherits the runner's working directory and only descriptors 0-2 (every
+        # descriptor Python opens is non-inheritable, PEP 446): so Popen may use posix_spawn,
+        # which encodes the ~1,800 variables in C, ~2 ms less per attempt than fork_exec.
+        os.chdir(self.work)
         proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                                cwd=self.work, env=self.environment())
+                                env=env, close_fds=False)
         prefix = self.conf.get("stream.stderr.reporter.prefix", "reporter:").encode()
         assert proc.stderr is not None
-        self.stderr = StderrReader(proc.stderr, log, prefix)
+        self.stderr = StderrReader(proc.stderr, os.path.join(self.root, "stderr.log"), prefix)
         self.stderr.start()
         return proc
 
@@ -408,8 +422,8 @@ def pump(stream: IO[bytes], write: Any, eager: bool = False,
                 break
             total, quiet = total + len(data), None
             pending.add(data)
-            if len(data) < TRICKLE:  # a command that flushes every line: let it fill the pipe
-                time.sleep(TRICKLE_WAIT)
+            if len(data) < TRICKLE and not _hung_up(poller):  # a command that flushes
+                time.sleep(TRICKLE_WAIT)  # every line: let it fill the pipe (unless it is done)
             continue
         pending.flush()
         if proc.poll() is None:
@@ -432,6 +446,12 @@ TRICKLE = 16 << 10
 TRICKLE_WAIT = 0.002
 PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = 1031
+
+
+def _hung_up(poller: select.poll) -> bool:
+    """The writer has closed its end: what is left is in the pipe, so waiting gains nothing
+    (a small task's whole output comes in one short read)."""
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
 
 
 def _widen(fd: int) -> None:

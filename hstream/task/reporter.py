@@ -30,10 +30,13 @@ LINE_PIECE = 64 << 10
 class StderrReader(threading.Thread):
     """Reads one process's stderr to the end; counters, status and a tail are kept."""
 
-    def __init__(self, stream: IO[bytes], log: IO[bytes], prefix: bytes = b"reporter:") -> None:
+    def __init__(self, stream: IO[bytes], log_path: str, prefix: bytes = b"reporter:") -> None:
         super().__init__(daemon=True, name="stderr")
         self.stream = stream
-        self.log = log
+        #: The attempt's stderr log, made on the first byte to keep (most tasks write none,
+        #: and a file is an inode to allocate: many small maps pay for each).
+        self.log_path = log_path
+        self.log: IO[bytes] | None = None
         self.prefix = prefix
         self.counters: dict[str, dict[str, int]] = {}
         self.status = ""
@@ -52,10 +55,16 @@ class StderrReader(threading.Thread):
             if starts and whole and piece.startswith(self.prefix):
                 if self._report(piece[len(self.prefix):].rstrip(b"\r\n")):
                     continue
-            self.log.write(piece)
+            self._keep(piece)
             if starts:
                 self.tail.append(_tail_line(piece, whole))
-        self.log.flush()
+        if self.log is not None:
+            self.log.close()
+
+    def _keep(self, piece: bytes) -> None:
+        if self.log is None:
+            self.log = open(self.log_path, "ab")
+        self.log.write(piece)
 
     def _report(self, body: bytes) -> bool:
         text = body.decode("utf-8", "replace")

@@ -1,6 +1,7 @@
 """The shuffle: map output stays on the worker that made it; reducers fetch it over TCP.
 
-Layout on a worker: ``WORKDIR/JOB/maps/ATTEMPT/part-RRRRR`` plus ``meta.json``.
+Layout on a worker: ``WORKDIR/JOB/maps/ATTEMPT/part-RRRRR``, plus ``meta.json`` when
+the output is sorted by key field.
 A fetch is one authenticated request ``{"op": "fetch", "job_id", "attempt_id",
 "partition"}`` answered by ``{"op": "data", "size", "keyed"}``, the bytes as
 data frames, and ``{"op": "end"}``; or ``{"op": "missing"}``. A reducer that
@@ -49,8 +50,20 @@ def partition_name(r: int) -> str:
 
 
 def write_meta(outdir: str, keyed: bool) -> None:
-    with open(os.path.join(outdir, "meta.json"), "w", encoding="utf-8") as f:
-        json.dump({"keyed": keyed}, f)
+    """Only a keyed output has a meta.json: a file is an inode to allocate, and a job of
+    thousands of small maps pays for each one."""
+    if keyed:
+        with open(os.path.join(outdir, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump({"keyed": keyed}, f)
+
+
+def read_meta(outdir: str) -> bool:
+    """Whether the map output in `outdir` is keyed (sorted by key field, not whole line)."""
+    try:
+        with open(os.path.join(outdir, "meta.json"), encoding="utf-8") as f:
+            return bool(json.load(f).get("keyed"))
+    except FileNotFoundError:
+        return False
 
 
 # -- server side (in the worker) -----------------------------------------------------
@@ -97,8 +110,7 @@ def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str) ->
     outdir = map_output_dir(os.path.join(workdir, job_id), attempt_id)
     path = os.path.join(outdir, partition_name(part))
     try:
-        with open(os.path.join(outdir, "meta.json"), encoding="utf-8") as f:
-            keyed = bool(json.load(f).get("keyed"))
+        keyed = read_meta(outdir)
         f2 = open(path, "rb")
     except OSError:
         chan.send({"op": "missing"})
@@ -124,36 +136,104 @@ class Fetched:
 
 def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str,
               auth: bytes | protocol.Auth) -> tuple[int, int, bool]:
-    """Fetch one map's partition into `dest`; (bytes, records, keyed).
-    Raises OSError/ProtocolError."""
-    chan = protocol.connect(src.host, src.port, auth, timeout=FETCH_TIMEOUT)
+    """Fetch one map's partition into `dest` on a connection of its own; (bytes, records,
+    keyed). Raises OSError/ProtocolError."""
+    chan = _connect(src, auth)
     try:
-        chan.sock.settimeout(FETCH_TIMEOUT)
-        chan.send({"op": "fetch", "job_id": job_id, "attempt_id": src.attempt_id,
-                   "partition": partition})
-        head = chan.recv()
-        if head["op"] != "data":
-            raise FileNotFoundError(f"map output {src.attempt_id} is gone from {src.host}")
-        got = records = 0
-        with open(dest + ".tmp", "wb") as out:
-            for body in chan.recv_stream():
-                out.write(body)
-                got += len(body)
-                records += body.count(b"\n")
-        if got != head["size"]:
-            raise ProtocolError(f"short fetch from {src.host}: {got} of {head['size']} bytes")
-        os.replace(dest + ".tmp", dest)
-        return got, records, bool(head["keyed"])
+        return _fetch_on(chan, src, job_id, partition, dest)
     finally:
         chan.close()
 
 
+def _connect(src: MapOutput, auth: bytes | protocol.Auth) -> protocol.Channel:
+    chan = protocol.connect(src.host, src.port, auth, timeout=FETCH_TIMEOUT)
+    chan.sock.settimeout(FETCH_TIMEOUT)
+    return chan
+
+
+def _fetch_on(chan: protocol.Channel, src: MapOutput, job_id: str, partition: int,
+              dest: str) -> tuple[int, int, bool]:
+    chan.send({"op": "fetch", "job_id": job_id, "attempt_id": src.attempt_id,
+               "partition": partition})
+    head = chan.recv()
+    if head["op"] != "data":
+        raise FileNotFoundError(f"map output {src.attempt_id} is gone from {src.host}")
+    got = records = 0
+    with open(dest + ".tmp", "wb") as out:
+        for body in chan.recv_stream():
+            out.write(body)
+            got += len(body)
+            records += body.count(b"\n")
+    if got != head["size"]:
+        raise ProtocolError(f"short fetch from {src.host}: {got} of {head['size']} bytes")
+    os.replace(dest + ".tmp", dest)
+    return got, records, bool(head["keyed"])
+
+
+class Connections:
+    """Each fetch thread's open channel to each map host, kept between fetches: a reducer of
+    thousands of small maps pays a connection and a handshake per host, not per map."""
+
+    def __init__(self, auth: bytes | protocol.Auth) -> None:
+        self.auth = auth
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.opened: list[protocol.Channel] = []
+        self.closed = False
+
+    def fetch(self, src: MapOutput, job_id: str, partition: int,
+              dest: str) -> tuple[int, int, bool]:
+        """Like `fetch_one`; a kept channel that fails (its host restarted) is replaced once."""
+        cache = self._cache()
+        kept = cache.pop((src.host, src.port), None)
+        if kept is not None:
+            try:
+                return self._keep(kept, src, job_id, partition, dest)
+            except FileNotFoundError:
+                raise
+            except (OSError, ProtocolError, EOFError):
+                pass  # a fresh connection says whether the host is really unreachable
+        return self._keep(self._open(src), src, job_id, partition, dest)
+
+    def _keep(self, chan: protocol.Channel, src: MapOutput, job_id: str, partition: int,
+              dest: str) -> tuple[int, int, bool]:
+        try:
+            result = _fetch_on(chan, src, job_id, partition, dest)
+        except BaseException:
+            chan.close()
+            raise
+        self._cache()[(src.host, src.port)] = chan
+        return result
+
+    def _open(self, src: MapOutput) -> protocol.Channel:
+        chan = _connect(src, self.auth)
+        with self.lock:
+            if self.closed:  # the fetch ended (a map failed) while this thread connected
+                chan.close()
+                raise OSError("fetching stopped")
+            self.opened.append(chan)
+        return chan
+
+    def _cache(self) -> dict[tuple[str, int], protocol.Channel]:
+        cache: dict[tuple[str, int], protocol.Channel] | None = getattr(self.local, "chans", None)
+        if cache is None:
+            cache = self.local.chans = {}
+        return cache
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            for chan in self.opened:
+                chan.close()
+            self.opened.clear()
+
+
 def _fetch_with_retries(src: MapOutput, spec: TaskSpec, dest: str,
-                        auth: protocol.Auth) -> tuple[int, int, bool]:
+                        conns: Connections) -> tuple[int, int, bool]:
     last: Exception | None = None
     for _ in range(FETCH_RETRIES):
         try:
-            return fetch_one(src, spec.job_id, spec.index, dest, auth)
+            return conns.fetch(src, spec.job_id, spec.index, dest)
         except FileNotFoundError:
             raise
         except (OSError, ProtocolError, EOFError) as e:
@@ -178,11 +258,12 @@ def fetch_all(spec: TaskSpec, dest_dir: str, auth: protocol.Auth,
                          name="arrivals").start()
     result = Fetched()
     heard = fetched = 0
+    conns = Connections(auth)
     with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
         def submit(sources: list[MapOutput]) -> None:
             for src in sources:
                 dest = os.path.join(dest_dir, f"map-{src.map_index:06d}")
-                fut = pool.submit(_fetch_with_retries, src, spec, dest, auth)
+                fut = pool.submit(_fetch_with_retries, src, spec, dest, conns)
                 fut.add_done_callback(partial(_fetched, events, src.map_index, dest))
 
         submit(spec.sources)
@@ -203,6 +284,7 @@ def fetch_all(spec: TaskSpec, dest_dir: str, auth: protocol.Auth,
             if progress is not None:
                 progress(fetched)
         pool.shutdown(wait=result.failed_map is None, cancel_futures=True)
+    conns.close()
     result.paths.sort()
     return result
 

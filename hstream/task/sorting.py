@@ -41,6 +41,9 @@ DEFAULT_BUFFER = 64 << 20
 SORT_ENV = {"LC_ALL": "C"}
 #: Compressed runs one merge reads at most (GNU sort's default --batch-size).
 FAN_IN = 16
+#: Map output up to this size is sorted in the runner (Python's sort of a few thousand lines
+#: costs less than starting a `sort`): the common case of many small input files.
+SMALL_RUN = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,8 @@ class Spiller:
     _team: Team | None = None
     _filled: int = 0
     _pending: Team | None = None
+    #: Output held back while it is small (see SMALL_RUN); it may never need a sort process.
+    _held: bytearray = field(default_factory=bytearray)
 
     def __post_init__(self) -> None:
         self.keyed = bool(self.order.comparator)
@@ -212,6 +217,11 @@ class Spiller:
                 self._end_run()
             self.keyed = True
             logger.debug("a key holds a byte below the separator: sorting by key field")
+        if not self._hold(data):
+            self._spill(data)
+
+    def _spill(self, data: Lines) -> None:
+        """Into sort processes, a buffer's worth each."""
         pos, n = 0, len(data)  # slices go out as views: a long line is never copied
         while pos < n:
             if self._proc is None:
@@ -224,6 +234,31 @@ class Spiller:
             self._feed(data, pos, cut)
             pos = cut
             self._end_run()
+
+    def _hold(self, data: Lines) -> bool:
+        """Keep `data` in memory while all output so far is a small plain run (a tiny map's
+        output then costs no `sort` process); once it is not, the held lines lead the first
+        run."""
+        plain = not self.keyed and not self.order.comparator and self.codec is None
+        if plain and not self.runs and len(self._held) + len(data) <= min(SMALL_RUN, self.buffer):
+            self._held += data
+            return True
+        if self._held:
+            held, self._held = self._held, bytearray()
+            self._spill(held)
+        return False
+
+    def _write_held(self) -> None:
+        """The held output as the only run, sorted here: whole lines in byte order, exactly
+        as `LC_ALL=C sort` orders them."""
+        lines = bytes(self._held).split(b"\n")
+        lines.pop()  # whole lines: the last is empty
+        lines.sort()
+        path = os.path.join(self.workdir, "spill0.out")
+        with open(path, "wb") as out:
+            out.write(b"\n".join(lines) + b"\n")
+        self.runs.append(Run(path, False, records=len(lines)))
+        self._held = bytearray()
 
     def _feed(self, data: Lines, start: int, end: int) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -290,6 +325,8 @@ class Spiller:
             last = self._lines.flush()
             if last:
                 self._write_lines(last)
+            if self._held:
+                self._write_held()
             if self._proc is not None:
                 self._end_run()
             self._wait_pending()
