@@ -122,7 +122,7 @@ class Scheduler:
         self._mark_done(job, task, held.attempt_id, held.counters, now)
         task.output = MapOutput(index, held.attempt_id, worker.host, worker.shuffle_port)
         task.done_worker = worker.id
-        return actions + self._new_sources(job) + [Progress(job.id)]
+        return actions + self._new_sources(job, task) + [Progress(job.id)]
 
     def _forget_unheld(self, worker_id: str, held: set[str]) -> None:
         """The journal put map output on this worker, but it came back without it."""
@@ -370,7 +370,7 @@ class Scheduler:
         if task.kind == "map" and job.reduces:
             task.output = MapOutput(task.index, attempt.id, worker.host, worker.shuffle_port)
             task.done_worker = worker.id
-            actions += self._new_sources(job)
+            actions += self._new_sources(job, task)
         if attempt.speculative:
             _add(job.counters, {"Job Counters": {f"Speculative {task.kind} tasks won": 1}})
         for other in list(task.attempts):  # the losing speculative attempts
@@ -402,16 +402,19 @@ class Scheduler:
         task.state = TaskState.PENDING
         return self.schedule(now)
 
-    def _new_sources(self, job: Job) -> list[Action]:
-        """Tell every running reduce attempt about the finished maps it has not heard of."""
+    def _new_sources(self, job: Job, done: Task) -> list[Action]:
+        """Tell every running reduce attempt about the map just finished, unless it heard of
+        it (a reduce attempt starts with every map finished before it). One map at a time: a
+        job of thousands of maps costs per map, not per map and finished map."""
         actions: list[Action] = []
+        output = done.output
+        if output is None:
+            return actions
         for reduce in job.reduces:
             for attempt in reduce.attempts.values():
-                new = [m.output for m in job.maps
-                       if m.output is not None and m.index not in attempt.sources]
-                if new:
-                    attempt.sources.update((o.map_index, o.attempt_id) for o in new)
-                    actions.append(Sources(attempt.worker_id, attempt.id, new))
+                if output.map_index not in attempt.sources:
+                    attempt.sources[output.map_index] = output.attempt_id
+                    actions.append(Sources(attempt.worker_id, attempt.id, [output]))
         return actions
 
     def _fetch_failed(self, job: Job, reduce: Task, attempt: Attempt, map_index: int,
