@@ -434,6 +434,34 @@ def test_a_task_command_inherits_no_descriptor_but_its_standard_three(tmp_path: 
     assert read_output(out) == b"map\tnone\n" * 2 + b"reduce\tnone\n"
 
 
+def test_maps_that_share_a_runner_each_start_clean(tmp_path: Path) -> None:
+    """A runner takes its job's next map (Hadoop's JVM reuse), yet every attempt has its own
+    task id, working directory and environment, and nothing the previous one left: not a file,
+    not a background child."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    files = 12
+    for i in range(files):
+        (inputs / f"f{i:02d}.txt").write_text(f"line {i}\n")
+    mapper = script(tmp_path / "probe.sh",
+                    "cat >/dev/null\n"
+                    "seen=$(ls | grep -c left-by)\n"
+                    "echo \"$mapreduce_task_id\t$PPID $PWD $seen\"\n"
+                    "touch left-by-$mapreduce_task_id\n"
+                    "sleep 1003 >/dev/null 2>&1 &\n")
+    out = tmp_path / "out"
+    proc = run_hstream("jar-free", "-input", str(inputs), "-output", str(out), "-mapper",
+                       str(mapper), "-reducer", "cat", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("\t") for line in read_output(out).decode().splitlines()]
+    assert len({task for task, _ in rows}) == files
+    runners = {fields.split()[0] for _, fields in rows}
+    assert len(runners) < files, "every map had a runner of its own: none was reused"
+    assert len({fields.split()[1] for _, fields in rows}) == files  # a directory each
+    assert {fields.split()[2] for _, fields in rows} == {"0"}  # and nothing left in it
+    assert sleepers("1003") == []
+
+
 def test_a_daemonized_grandchild_is_killed_through_the_attempts_cgroup(tmp_path: Path) -> None:
     require(procs._own_cgroup() is not None, "a writable cgroup v2 hierarchy")
     data = lines_file(tmp_path / "in.txt", 100)

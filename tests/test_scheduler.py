@@ -206,6 +206,29 @@ def test_dead_workers_running_attempts_and_needed_map_outputs_run_again() -> Non
     assert all(a.worker_id == "w1" for a in rerun)
 
 
+def test_a_task_that_waits_again_is_placed_though_later_ones_were_placed_since() -> None:
+    """Placement resumes where the last one stopped (a job of thousands of maps is not walked
+    from the first map at every free slot), and a task put back to wait below that point, a
+    lost worker's here, is found again."""
+    sim = Sim(workers=2, slots=1)
+    sim.submit(maps=40, reduces=0)
+    job = sim.s.jobs["job_1_0001"]
+    for _ in range(10):  # maps 0-19 done in order, two at a time
+        for attempt_id in sorted(sim.running("map")):
+            sim.now += 0.1
+            sim.finish(attempt_id)
+    on_w0 = [t.index for t in job.maps if t.attempts and
+             next(iter(t.attempts.values())).worker_id == "w0"]
+    assert on_w0 and min(on_w0) >= 20
+    sim.do(sim.s.worker_lost("w0", "connection lost", sim.now))
+    sim.add_worker("w2")
+    while sim.running():
+        sim.finish_all("map")
+    assert sim.finished()[-1].state is JobState.SUCCEEDED
+    assert all(t.state is TaskState.DONE for t in job.maps)
+    assert sorted(a.spec.index for a in sim.assigns()).count(on_w0[0]) == 2
+
+
 def test_finished_maps_are_not_rerun_once_every_reduce_is_done() -> None:
     sim = Sim(workers=2)
     sim.submit(maps=2, reduces=1, **{"mapreduce.job.speculative": "false"})

@@ -80,6 +80,9 @@ class Scheduler:
         self.jobs: dict[str, Job] = {}
         self.queue: deque[str] = deque()
         self._attempt_index: dict[str, tuple[str, Task]] = {}  # attempt id -> (job id, task)
+        #: (job id, kind) -> the lowest index a PENDING task of that kind may have: `_place`
+        #: starts there. Every task that becomes PENDING again goes through `_requeue`.
+        self._pending_from: dict[tuple[str, str], int] = {}
 
     # -- workers -------------------------------------------------------------
     def add_worker(self, worker_id: str, host: str, shuffle_port: int, slots: int,
@@ -191,7 +194,7 @@ class Scheduler:
         return actions
 
     def _reset_done_map(self, job: Job, task: Task) -> None:
-        task.state = TaskState.PENDING
+        self._requeue(job.id, task)
         task.output = None
         task.done_worker = None
         task.done_attempt = None
@@ -378,7 +381,7 @@ class Scheduler:
             _add(job.counters, {"Job Counters": {f"Killed {task.kind} tasks": 1}})
             actions += self._kill_attempt(task, other)
         actions.append(Progress(job.id))
-        if all(t.state is TaskState.DONE for t in job.tasks):
+        if _all_done(job):
             actions += self._finish_job(job, JobState.SUCCEEDED, "", now)
         return actions + self.schedule(now)
 
@@ -399,7 +402,7 @@ class Scheduler:
         if task.failures >= job.max_attempts(task.kind):
             task.state = TaskState.FAILED
             return self._finish_job(job, JobState.FAILED, self._failure_message(job, task), now)
-        task.state = TaskState.PENDING
+        self._requeue(job.id, task)
         return self.schedule(now)
 
     def _new_sources(self, job: Job, done: Task) -> list[Action]:
@@ -425,7 +428,7 @@ class Scheduler:
         about the map's current output counts: several reducers usually notice the
         same loss, and a slow one may report an output that was replaced already."""
         if not reduce.attempts and reduce.state is TaskState.RUNNING:
-            reduce.state = TaskState.PENDING
+            self._requeue(job.id, reduce)
         if not 0 <= map_index < len(job.maps):
             return self.schedule(now)
         task = job.maps[map_index]
@@ -467,18 +470,28 @@ class Scheduler:
         job_id, task = entry
         task.attempts.pop(attempt_id, None)
         if task.state is TaskState.RUNNING and not task.attempts:
-            task.state = TaskState.PENDING
+            self._requeue(job_id, task)
         return [Progress(job_id)]
 
     def _kill_attempt(self, task: Task, attempt_id: str) -> list[Action]:
         attempt = task.attempts.pop(attempt_id)
-        self._attempt_index.pop(attempt_id, None)
+        entry = self._attempt_index.pop(attempt_id, None)
         worker = self.workers.get(attempt.worker_id)
         if worker is not None:
             worker.running.discard(attempt_id)
         if task.state is TaskState.RUNNING and not task.attempts:
-            task.state = TaskState.PENDING
+            self._requeue(entry[0] if entry else None, task)
         return [Kill(attempt.worker_id, attempt_id)]
+
+    def _requeue(self, job_id: str | None, task: Task) -> None:
+        """The task waits for a worker again (None: its job is not known here, so every
+        job's placement scans from the start)."""
+        task.state = TaskState.PENDING
+        if job_id is None:
+            self._pending_from.clear()
+            return
+        key = (job_id, task.kind)
+        self._pending_from[key] = min(self._pending_from.get(key, 0), task.index)
 
     # -- time ----------------------------------------------------------------
     def tick(self, now: float) -> list[Action]:
@@ -525,14 +538,23 @@ class Scheduler:
         whether some are left waiting. Stops at the first full cluster: a job of thousands
         of tasks costs per free slot, not per task."""
         actions: list[Action] = []
-        for task in tasks:
+        if not tasks:
+            return actions, False
+        key = (job.id, tasks[0].kind)
+        first: int | None = None  # the first task left pending
+        for i in range(self._pending_from.get(key, 0), len(tasks)):
+            task = tasks[i]
             if task.state is not TaskState.PENDING:
                 continue
             if not self._room(task.kind):
+                self._pending_from[key] = i if first is None else first
                 return actions, True
             worker = policy.pick_worker(self.workers.values(), job, task)
             if worker is not None:
                 actions.append(self._launch(job, task, worker, now))
+            elif first is None:
+                first = i
+        self._pending_from[key] = len(tasks) if first is None else first
         return actions, False
 
     def _room(self, kind: str) -> bool:
@@ -594,3 +616,11 @@ def _add(total: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> N
 
 def _subtract(total: dict[str, dict[str, int]], less: dict[str, dict[str, int]]) -> None:
     _add(total, {g: {n: -v for n, v in names.items()} for g, names in less.items()})
+
+
+def _all_done(job: Job) -> bool:
+    """Whether every task of the job is done, asked after each success: the reduces first
+    (few), then the maps from the last (placed in order, they finish roughly in order), so
+    that a job of thousands of maps is not walked whole at every finished map."""
+    return all(t.state is TaskState.DONE for t in job.reduces) and all(
+        t.state is TaskState.DONE for t in reversed(job.maps))

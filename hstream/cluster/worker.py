@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 REGISTER_TIMEOUT = 30.0
 #: The end of an attempt's stderr that goes to the manager with its result (for the history).
 STDERR_TAIL = 64 << 10
+#: Seconds a waiting runner has to exit once its stdin closes, before it is killed.
+RETIRE_WAIT = 2.0
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -129,6 +131,8 @@ class Worker:
         self.tasks: dict[str, Running] = {}
         #: Finished map attempts whose output is here: attempt id -> its `held` entry.
         self.held: dict[str, dict[str, Any]] = {}
+        #: Runners waiting for their job's next map attempt (job id -> runners).
+        self.idle: dict[str, list[Proc]] = {}
         self.chan: protocol.Channel | None = None
         self.stopping = threading.Event()
         self.heartbeat_interval = 1.0
@@ -305,7 +309,10 @@ class Worker:
         user = self.task_user
         if user is not None:
             user.hand_over(spec, root)
-        proc = self._spawn(root, user)
+        proc = self._take_idle(spec.job_id) if spec.kind == "map" else None
+        reused = proc is not None
+        if proc is None:
+            proc = self._spawn(root, user)
         box = procs.Box(self.cgroups, spec.attempt_id)
         box.enter(proc.pid)  # before the runner reads its spec, so before it starts anything
         with self.lock:
@@ -313,10 +320,14 @@ class Worker:
                                                   heard=len(spec.sources))
         assert proc.stdin is not None
         try:
+            if reused:  # a runner of this job's last map: the attempt's directory goes first
+                proc.stdin.write(json.dumps({"root": root}).encode() + b"\n")
             proc.stdin.write(self.auth.for_job(spec.job_id).dumps())
             proc.stdin.write(json.dumps(to_dict(spec)).encode() + b"\n")
             proc.stdin.flush()
-            if len(spec.sources) >= spec.num_maps:  # else maps still to come: `_pass_sources`
+            # A map's runner may take the job's next map this way; a reduce hears of maps
+            # that finish later (`_pass_sources`).
+            if spec.kind != "map" and len(spec.sources) >= spec.num_maps:
                 proc.stdin.close()
         except BrokenPipeError:
             pass
@@ -352,19 +363,19 @@ class Worker:
         root = os.path.join(self.workdir, spec.job_id, "attempts", spec.attempt_id)
         assert proc.stdout is not None
         for report in reporter.read_reports(proc.stdout):  # checked and bounded
-            if "result" in report:
-                result = report["result"]
-                told = self._early_done(spec, root, result, chan)
-            else:
+            if "result" not in report:
                 self._send({"op": "progress", "attempt_id": spec.attempt_id, **report}, chan)
+                continue
+            result = report["result"]
+            if self._keep_runner(spec, proc, box, result):
+                self._done(spec, stderr_tail(root), result, chan)
+                return
+            told = self._early_done(spec, root, result, chan)
+            _close_stdin(proc)  # a map's runner waits for another attempt: none comes
         status = end_attempt(proc, box)
         with self.lock:
             running = self.tasks.pop(spec.attempt_id, None)
-        if proc.stdin is not None and not proc.stdin.closed:  # a reduce that heard of every map
-            try:                                              # never got its stdin closed
-                proc.stdin.close()
-            except OSError:
-                pass
+        _close_stdin(proc)  # a reduce that heard of every map never got its stdin closed
         if told:
             return
         if running is None or running.killed:
@@ -379,6 +390,53 @@ class Worker:
         if not result.get("ok"):  # its space is free before a retry starts
             discard_attempt(spec, root)
         self._done(spec, stderr, result, chan)
+
+    def _keep_runner(self, spec: TaskSpec, proc: Proc, box: procs.Box,
+                     result: dict[str, Any]) -> bool:
+        """After a map that went well, its runner waits for the job's next map here (Hadoop's
+        JVM reuse): a new runner costs a fork, its memory copied page by page as it runs, an
+        exit and a reap, more than a small map's own work. What the attempt started is
+        killed first, as when a runner ends; a runner of a job no longer here, or one over
+        the slots, ends instead."""
+        with self.lock:
+            running = self.tasks.get(spec.attempt_id)
+            if (spec.kind != "map" or not result.get("ok") or running is None
+                    or running.killed or self.stopping.is_set() or spec.job_id not in self.jobs
+                    or len(self.idle.get(spec.job_id, [])) >= self.slots):
+                return False
+        if not box.release(proc.pid, self.cgroups.idle()):
+            return False
+        with self.lock:  # killed, or the job ended, meanwhile: it ends the usual way
+            running = self.tasks.get(spec.attempt_id)
+            if running is None or running.killed or spec.job_id not in self.jobs:
+                return False
+            del self.tasks[spec.attempt_id]
+            self.idle.setdefault(spec.job_id, []).append(proc)
+        return True
+
+    def _take_idle(self, job_id: str) -> Proc | None:
+        """A live runner of `job_id` waiting for an attempt, if there is one."""
+        dead = []
+        taken = None
+        with self.lock:
+            pool = self.idle.get(job_id, [])
+            while pool and taken is None:
+                proc = pool.pop()
+                if _ended(proc):
+                    dead.append(proc)
+                else:
+                    taken = proc
+        for proc in dead:
+            _retire(proc)
+        return taken
+
+    def _retire_idle(self, job_id: str | None = None) -> None:
+        """End the waiting runners of `job_id` (all jobs' if None)."""
+        with self.lock:
+            jobs = list(self.idle) if job_id is None else [job_id]
+            runners = [p for j in jobs for p in self.idle.pop(j, [])]
+        for proc in runners:
+            _retire(proc)
 
     def _early_done(self, spec: TaskSpec, root: str, result: dict[str, Any],
                     chan: protocol.Channel | None) -> bool:
@@ -440,6 +498,7 @@ class Worker:
                 r.killed = True
         for r in victims:
             kill_group(r.proc, r.box)
+        self._retire_idle()
         if victims:
             logger.info("worker %s: killed %s: %s", self.id,
                         ", ".join(r.spec.attempt_id for r in victims), reason)
@@ -456,6 +515,7 @@ class Worker:
         with self.lock:
             self.jobs.discard(job_id)
             self.held = {a: h for a, h in self.held.items() if h["job_id"] != job_id}
+        self._retire_idle(job_id)
         if shuffle._ID.match(job_id):
             shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
 
@@ -473,6 +533,41 @@ def stderr_tail(root: str) -> str:
             return f.read(STDERR_TAIL).decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def _close_stdin(proc: Proc) -> None:
+    if proc.stdin is not None and not proc.stdin.closed:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
+def _ended(proc: Proc) -> bool:
+    if isinstance(proc, zygote.Runner):
+        return proc.wait_exit(0)
+    return proc.poll() is not None
+
+
+def _retire(proc: Proc) -> None:
+    """End a waiting runner: told by EOF on its stdin, killed if it does not go at once."""
+    _close_stdin(proc)
+    gone = proc.wait_exit(RETIRE_WAIT) if isinstance(proc, zygote.Runner) else \
+        _popen_gone(proc, RETIRE_WAIT)
+    if not gone:
+        kill_group(proc)
+    if isinstance(proc, zygote.Runner):
+        proc.reap()
+    else:
+        proc.wait()
+
+
+def _popen_gone(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def kill_group(proc: Proc, box: procs.Box | None = None) -> None:

@@ -4,7 +4,9 @@ The worker starts it in a new session and writes the job's credentials (`protoco
 the job's token, never the cluster secret, and the cluster CA) and the TaskSpec (JSON) on its
 stdin. Killing the session kills the attempt: this process, the user's command, the
 sorts. Reports go to stdout as JSON lines: {"progress": …}, finally {"result": …}.
-This is the only module that imports both pipelines. Stdlib only.
+After a map that went well the runner waits for the same job's next map (the worker keeps
+it, as Hadoop reuses a JVM): a line {"root": DIR} then credentials and spec again; EOF ends
+it. This is the only module that imports both pipelines. Stdlib only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from typing import IO
 
 from hstream import protocol
 from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
@@ -37,17 +40,40 @@ def _watch_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the attempt in ARGV[0]; after a map that went well, the job's next map attempts as
+    the worker sends them (a line naming the directory, then credentials and spec), until
+    it closes stdin."""
     args = sys.argv[1:] if argv is None else argv
     root = os.path.abspath(args[0])
     stdin = sys.stdin.buffer
+    threading.Thread(target=_watch_parent, daemon=True).start()
+    while True:
+        spec, result = _attempt(root, stdin)
+        if spec.kind != "map" or not result.ok:
+            return 0 if result.ok else 1
+        line = stdin.readline(MAX_NEXT)
+        if not line:
+            return 0
+        root = _next_root(line)
+
+
+#: The longest line naming a runner's next attempt directory.
+MAX_NEXT = 64 << 10
+
+
+def _next_root(line: bytes) -> str:
+    root = json.loads(line).get("root")
+    if not isinstance(root, str) or not os.path.isabs(root):
+        raise ValueError(f"bad attempt directory from the worker: {root!r}")
+    return root
+
+
+def _attempt(root: str, stdin: IO[bytes]) -> tuple[TaskSpec, TaskResult]:
+    os.chdir(root)
     auth = protocol.read_auth(stdin)
     spec = from_dict(TaskSpec, json.loads(stdin.readline()))
-    # The file is made on the first record (a small map that went well writes none).
-    log = logging.FileHandler(os.path.join(root, "task.log"), delay=True)
-    log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[log])
+    _log_to(root)
     reporter = Reporter(sys.stdout.buffer)
-    threading.Thread(target=_watch_parent, daemon=True).start()
     guard = knobs.start_guard(spec)
     try:
         attempt = Attempt(spec, root, auth, reporter)
@@ -59,7 +85,20 @@ def main(argv: list[str] | None = None) -> int:
         result = TaskResult(ok=False, error=f"{type(e).__name__}: {e}")
     result = knobs.finish(spec, root, result, guard)
     reporter.send({"result": to_dict(result)}, force=True)
-    return 0 if result.ok else 1
+    return spec, result
+
+
+def _log_to(root: str) -> None:
+    """This attempt's task.log, made on its first record (a small map that went well writes
+    none)."""
+    handler = logging.FileHandler(os.path.join(root, "task.log"), delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    top = logging.getLogger()
+    for old in top.handlers[:]:
+        top.removeHandler(old)
+        old.close()
+    top.addHandler(handler)
+    top.setLevel(logging.INFO)
 
 
 if __name__ == "__main__":

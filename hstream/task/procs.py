@@ -163,6 +163,10 @@ class Cgroups:
             self.root = None
             return None
 
+    def idle(self) -> str | None:
+        """Where runners wait between attempts (a leaf: cgroup v2 keeps processes in leaves)."""
+        return self.make("idle")
+
     def close(self) -> None:
         if self.root is not None:
             _remove_tree(self.root)
@@ -206,12 +210,33 @@ class Box:
             self.cgroup = None
 
     def kill(self) -> None:
-        """Kill everything the attempt started, wherever it went."""
-        if self.sid:
-            kill_session(self.sid)
+        """Kill everything the attempt started, wherever it went: its cgroup holds every
+        descendant (none can leave one), else its session does (a `setsid` escapes that)."""
         if self.cgroup is not None:
             kill_cgroup(self.cgroup)
             self.cgroup = None
+        elif self.sid:
+            kill_session(self.sid)
+
+    def release(self, runner: int, idle: str | None) -> bool:
+        """Kill everything the attempt started but its runner, which waits for the job's next
+        attempt in the `idle` cgroup (or its own session). False if that cannot be done
+        cleanly: the runner must then end with its attempt."""
+        if self.cgroup is not None:
+            if idle is None:
+                return False
+            try:
+                _write(os.path.join(idle, "cgroup.procs"), str(runner))
+            except OSError as e:
+                logger.info("cgroup %s refused pid %d (%s)", idle, runner, e)
+                return False
+            kill_cgroup(self.cgroup)
+            self.cgroup = None
+        elif self.sid:
+            sid = self.sid
+            if not _kill_rounds(lambda: [p for p in session_members(sid) if p != runner]):
+                return False
+        return True
 
 
 # -- owner records -----------------------------------------------------------------------------
