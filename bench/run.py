@@ -111,15 +111,16 @@ def role_of(proc: psutil.Process, root: int) -> str:
 
 
 def attempt_root(proc: psutil.Process, argv: list[str]) -> str:
-    """A task runner's attempt directory: its argument, or for one the worker's zygote forked
-    (same command line as the zygote), its working directory; "" for the zygote itself."""
-    if "hstream.task.zygote" not in argv:
-        return argv[-1]
+    """A task runner's attempt directory: its working directory (ATTEMPT, or ATTEMPT/work once
+    it started the user's command; a runner serves several map attempts of a job in turn),
+    else its argument; "" for the zygote itself."""
     try:
         cwd = proc.cwd()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return ""
-    return cwd if "/attempts/" in cwd else ""
+        cwd = ""
+    if "/attempts/" in cwd:
+        return os.path.dirname(cwd) if os.path.basename(cwd) == "work" else cwd
+    return "" if "hstream.task.zygote" in argv else argv[-1]
 
 
 class Sampler(threading.Thread):
