@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -577,3 +578,31 @@ def test_a_kept_shuffle_channel_that_broke_is_replaced_without_a_failure(
         assert len(conns.opened) == 2
     finally:
         conns.close()
+
+
+def test_a_runner_released_from_its_session_box_survives_and_its_attempts_leftovers_do_not(
+        ) -> None:
+    """Without cgroups a kept runner's attempt is swept through its session: everything in
+    it but the runner is killed (a background child of the user's command), the runner
+    lives on for the next map."""
+    from hstream.task import procs
+
+    runner = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; "
+         "subprocess.Popen(['sleep', '1004']); sys.stdin.readline()"],
+        stdin=subprocess.PIPE, start_new_session=True)
+    try:
+        def leftover() -> list[int]:
+            return [p for p in procs.session_members(runner.pid) if p != runner.pid]
+
+        deadline = time.monotonic() + 10
+        while not leftover() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert leftover(), "the runner's child never started"
+        box = procs.Box.__new__(procs.Box)  # as a worker without cgroups makes it
+        box.cgroup, box.sid = None, runner.pid
+        assert box.release(runner.pid, None)
+        assert leftover() == [] and runner.poll() is None
+    finally:
+        procs.kill_session(runner.pid)
+        runner.wait()

@@ -164,8 +164,17 @@ class Cgroups:
             return None
 
     def idle(self) -> str | None:
-        """Where runners wait between attempts (a leaf: cgroup v2 keeps processes in leaves)."""
-        return self.make("idle")
+        """Where runners wait between attempts (a leaf: cgroup v2 keeps processes in leaves);
+        None if it cannot be made (runners then end with their attempts, which keep theirs)."""
+        if self.root is None:
+            return None
+        path = os.path.join(self.root, "idle")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            logger.info("no cgroup for waiting runners (%s): none is kept", e)
+            return None
+        return path
 
     def close(self) -> None:
         if self.root is not None:
