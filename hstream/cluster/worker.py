@@ -398,10 +398,10 @@ class Worker:
         exit and a reap, more than a small map's own work. What the attempt started is
         killed first, as when a runner ends; a runner of a job no longer here, or one over
         the slots, ends instead."""
+        if not self._map_succeeded(spec, result):
+            return False
         with self.lock:
-            running = self.tasks.get(spec.attempt_id)
-            if (spec.kind != "map" or not result.get("ok") or running is None
-                    or running.killed or self.stopping.is_set() or spec.job_id not in self.jobs
+            if (self.stopping.is_set() or spec.job_id not in self.jobs
                     or len(self.idle.get(spec.job_id, [])) >= self.slots):
                 return False
         if not box.release(proc.pid, self.cgroups.idle()):
@@ -422,7 +422,7 @@ class Worker:
             pool = self.idle.get(job_id, [])
             while pool and taken is None:
                 proc = pool.pop()
-                if _ended(proc):
+                if _exited(proc, 0):
                     dead.append(proc)
                 else:
                     taken = proc
@@ -445,12 +445,17 @@ class Worker:
         need not hold the slot; a job of thousands of small maps waits for them no more.
         Failures and reduces are told after the sweep, so that a retry or the job's end never
         meets what they left running."""
-        with self.lock:
-            running = self.tasks.get(spec.attempt_id)
-        if spec.kind != "map" or not result.get("ok") or running is None or running.killed:
+        if not self._map_succeeded(spec, result):
             return False
         self._done(spec, stderr_tail(root), result, chan)
         return True
+
+    def _map_succeeded(self, spec: TaskSpec, result: dict[str, Any]) -> bool:
+        """A map attempt that went well and still counts (it was not killed meanwhile)."""
+        with self.lock:
+            running = self.tasks.get(spec.attempt_id)
+        return (spec.kind == "map" and bool(result.get("ok")) and running is not None
+                and not running.killed)
 
     def _done(self, spec: TaskSpec, stderr: str, result: dict[str, Any],
               chan: protocol.Channel | None) -> None:
@@ -543,31 +548,26 @@ def _close_stdin(proc: Proc) -> None:
             pass
 
 
-def _ended(proc: Proc) -> bool:
+def _exited(proc: Proc, timeout: float) -> bool:
+    """Whether the runner ended within `timeout` seconds (0: now); it is not reaped."""
     if isinstance(proc, zygote.Runner):
-        return proc.wait_exit(0)
-    return proc.poll() is not None
-
-
-def _retire(proc: Proc) -> None:
-    """End a waiting runner: told by EOF on its stdin, killed if it does not go at once."""
-    _close_stdin(proc)
-    gone = proc.wait_exit(RETIRE_WAIT) if isinstance(proc, zygote.Runner) else \
-        _popen_gone(proc, RETIRE_WAIT)
-    if not gone:
-        kill_group(proc)
-    if isinstance(proc, zygote.Runner):
-        proc.reap()
-    else:
-        proc.wait()
-
-
-def _popen_gone(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+        return proc.wait_exit(timeout)
     try:
         proc.wait(timeout)
         return True
     except subprocess.TimeoutExpired:
         return False
+
+
+def _retire(proc: Proc) -> None:
+    """End a waiting runner: told by EOF on its stdin, killed if it does not go at once."""
+    _close_stdin(proc)
+    if not _exited(proc, RETIRE_WAIT):
+        kill_group(proc)
+    if isinstance(proc, zygote.Runner):
+        proc.reap()
+    else:
+        proc.wait()
 
 
 def kill_group(proc: Proc, box: procs.Box | None = None) -> None:

@@ -152,12 +152,9 @@ class Cgroups:
             sweep_cgroups(base)
 
     def make(self, name: str) -> str | None:
-        if self.root is None:
-            return None
-        path = os.path.join(self.root, name)
+        """An attempt's cgroup; if one cannot be made, attempts have sessions only from now."""
         try:
-            os.makedirs(path, exist_ok=True)
-            return path
+            return self._leaf(name)
         except OSError as e:
             logger.info("no cgroup for attempts (%s): sessions only", e)
             self.root = None
@@ -166,14 +163,17 @@ class Cgroups:
     def idle(self) -> str | None:
         """Where runners wait between attempts (a leaf: cgroup v2 keeps processes in leaves);
         None if it cannot be made (runners then end with their attempts, which keep theirs)."""
-        if self.root is None:
-            return None
-        path = os.path.join(self.root, "idle")
         try:
-            os.makedirs(path, exist_ok=True)
+            return self._leaf("idle")
         except OSError as e:
             logger.info("no cgroup for waiting runners (%s): none is kept", e)
             return None
+
+    def _leaf(self, name: str) -> str | None:
+        if self.root is None:
+            return None
+        path = os.path.join(self.root, name)
+        os.makedirs(path, exist_ok=True)
         return path
 
     def close(self) -> None:
