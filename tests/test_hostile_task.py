@@ -42,7 +42,7 @@ from hstream.cluster.localcluster import LocalCluster
 from hstream.hadoop.streaming import parse
 from hstream.job import Split, to_dict
 from hstream.task import procs
-from hstream.task.attempt import TaskError, unpack
+from hstream.task.attempt import TaskError, reuse_dir, unpack
 from hstream.task.lines import LineCutter, LineLimit, LineTooLong
 from hstream.task.splits import InputChanged, read_split
 
@@ -437,7 +437,7 @@ def test_a_task_command_inherits_no_descriptor_but_its_standard_three(tmp_path: 
 def test_maps_that_share_a_runner_each_start_clean(tmp_path: Path) -> None:
     """A runner takes its job's next map (Hadoop's JVM reuse), yet every attempt has its own
     task id, working directory and environment, and nothing the previous one left: not a file,
-    not a background child."""
+    not a background child. The directory itself is the last one's, renamed and emptied."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     files = 12
@@ -446,7 +446,7 @@ def test_maps_that_share_a_runner_each_start_clean(tmp_path: Path) -> None:
     mapper = script(tmp_path / "probe.sh",
                     "cat >/dev/null\n"
                     "seen=$(ls | grep -c left-by)\n"
-                    "echo \"$mapreduce_task_id\t$PPID $PWD $seen\"\n"
+                    "echo \"$mapreduce_task_id\t$PPID $PWD $seen $(stat -c %i .)\"\n"
                     "touch left-by-$mapreduce_task_id\n"
                     "sleep 1003 >/dev/null 2>&1 &\n")
     out = tmp_path / "out"
@@ -459,7 +459,51 @@ def test_maps_that_share_a_runner_each_start_clean(tmp_path: Path) -> None:
     assert len(runners) < files, "every map had a runner of its own: none was reused"
     assert len({fields.split()[1] for _, fields in rows}) == files  # a directory each
     assert {fields.split()[2] for _, fields in rows} == {"0"}  # and nothing left in it
+    # ... though the same directory, renamed and emptied: no inode made per map
+    assert len({fields.split()[3] for _, fields in rows}) < files
     assert sleepers("1003") == []
+
+
+def _used_attempt_dir(root: Path) -> Path:
+    """An attempt directory as a map leaves it: a shipped file's link, the mapper's files."""
+    (root / "work" / "sub").mkdir(parents=True)
+    (root / "tmp").mkdir()
+    (root / "work" / "mapper.py").symlink_to("/bin/true")
+    (root / "work" / "made.txt").write_text("left")
+    (root / "work" / "sub" / "deep.txt").write_text("left")
+    (root / "tmp" / "spill").write_text("left")
+    (root / "output").mkdir()
+    return root
+
+
+def test_a_kept_runners_directory_passes_to_its_next_map_emptied(tmp_path: Path) -> None:
+    prev = _used_attempt_dir(tmp_path / "attempt_m_1")
+    (prev / "work" / "other-link").symlink_to(tmp_path)
+    assert reuse_dir(str(prev), str(tmp_path / "attempt_m_2"), {"mapper.py"})
+    new = tmp_path / "attempt_m_2"
+    assert not prev.exists()
+    assert sorted(p.name for p in new.iterdir()) == ["tmp", "work"]
+    assert [p.name for p in (new / "work").iterdir()] == ["mapper.py"]  # the shipped link
+    assert list((new / "tmp").iterdir()) == []
+    assert tmp_path.is_dir()  # a link's target is never entered
+
+
+def test_a_directory_with_logs_stays_and_planted_links_are_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    logged = _used_attempt_dir(tmp_path / "attempt_m_1")
+    (logged / "stderr.log").write_text("the attempt's record")
+    assert not reuse_dir(str(logged), str(tmp_path / "attempt_m_2"), set())
+    assert (logged / "work" / "made.txt").exists() and not (tmp_path / "attempt_m_2").exists()
+    planted = tmp_path / "attempt_m_3"
+    planted.mkdir()
+    (planted / "work").symlink_to(outside)  # a task swapped its working directory for a link
+    assert reuse_dir(str(planted), str(tmp_path / "attempt_m_4"), set())
+    assert list((tmp_path / "attempt_m_4").iterdir()) == []  # the link went, not what it names
+    assert (outside / "precious").read_text() == "keep"
+    (tmp_path / "linked").symlink_to(logged)
+    assert not reuse_dir(str(tmp_path / "linked"), str(tmp_path / "attempt_m_5"), set())
 
 
 def test_a_daemonized_grandchild_is_killed_through_the_attempts_cgroup(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ from hstream import messages, protocol
 from hstream.errors import BadMessage, ProtocolError
 from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
 from hstream.task import procs, reporter, shuffle, zygote
-from hstream.task.attempt import discard_attempt
+from hstream.task.attempt import discard_attempt, reuse_dir
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,14 @@ class Running:
     killed: bool = False
     #: Maps a reduce attempt has been told of (its spec's sources, then `sources` messages).
     heard: int = 0
+
+
+@dataclass
+class Idle:
+    """A runner waiting for its job's next map, and its last map's directory (passed on)."""
+
+    proc: Proc
+    root: str
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,7 @@ class Worker:
         #: Finished map attempts whose output is here: attempt id -> its `held` entry.
         self.held: dict[str, dict[str, Any]] = {}
         #: Runners waiting for their job's next map attempt (job id -> runners).
-        self.idle: dict[str, list[Proc]] = {}
+        self.idle: dict[str, list[Idle]] = {}
         self.chan: protocol.Channel | None = None
         self.stopping = threading.Event()
         self.heartbeat_interval = 1.0
@@ -302,17 +310,17 @@ class Worker:
     # -- tasks ---------------------------------------------------------------
     def _start(self, spec: TaskSpec) -> None:
         spec.manager = f"{self.manager[0]}:{self.manager[1]}"
-        root = os.path.join(self.workdir, spec.job_id, "attempts", spec.attempt_id)
-        os.makedirs(root, exist_ok=True)
+        root = self._root(spec)
         with self.lock:
             self.jobs.add(spec.job_id)
+        idle = self._take_idle(spec.job_id) if spec.kind == "map" else None
+        if idle is None or not reuse_dir(idle.root, root, {f.name for f in spec.files}):
+            os.makedirs(root, exist_ok=True)
         user = self.task_user
         if user is not None:
             user.hand_over(spec, root)
-        proc = self._take_idle(spec.job_id) if spec.kind == "map" else None
-        reused = proc is not None
-        if proc is None:
-            proc = self._spawn(root, user)
+        reused = idle is not None
+        proc = idle.proc if idle is not None else self._spawn(root, user)
         box = procs.Box(self.cgroups, spec.attempt_id)
         box.enter(proc.pid)  # before the runner reads its spec, so before it starts anything
         with self.lock:
@@ -334,6 +342,9 @@ class Worker:
         threading.Thread(target=self._watch, args=(spec, proc), daemon=True,
                          name=spec.attempt_id).start()
         logger.info("worker %s: started %s (pid %d)", self.id, spec.attempt_id, proc.pid)
+
+    def _root(self, spec: TaskSpec) -> str:
+        return os.path.join(self.workdir, spec.job_id, "attempts", spec.attempt_id)
 
     def _spawn(self, root: str, user: TaskUser | None) -> Proc:
         """A runner for the attempt in `root`: forked by the zygote (warm, no interpreter start
@@ -360,17 +371,18 @@ class Worker:
         told = False  # the manager has the result already
         with self.lock:
             chan, box = self.tasks[spec.attempt_id].chan, self.tasks[spec.attempt_id].box
-        root = os.path.join(self.workdir, spec.job_id, "attempts", spec.attempt_id)
+        root = self._root(spec)
         assert proc.stdout is not None
         for report in reporter.read_reports(proc.stdout):  # checked and bounded
             if "result" not in report:
                 self._send({"op": "progress", "attempt_id": spec.attempt_id, **report}, chan)
                 continue
             result = report["result"]
+            stderr = stderr_tail(root)  # before a kept runner's next map may take the directory
             if self._keep_runner(spec, proc, box, result):
-                self._done(spec, stderr_tail(root), result, chan)
+                self._done(spec, stderr, result, chan)
                 return
-            told = self._early_done(spec, root, result, chan)
+            told = self._early_done(spec, stderr, result, chan)
             _close_stdin(proc)  # a map's runner waits for another attempt: none comes
         status = end_attempt(proc, box)
         with self.lock:
@@ -411,21 +423,21 @@ class Worker:
             if running is None or running.killed or spec.job_id not in self.jobs:
                 return False
             del self.tasks[spec.attempt_id]
-            self.idle.setdefault(spec.job_id, []).append(proc)
+            self.idle.setdefault(spec.job_id, []).append(Idle(proc, self._root(spec)))
         return True
 
-    def _take_idle(self, job_id: str) -> Proc | None:
+    def _take_idle(self, job_id: str) -> Idle | None:
         """A live runner of `job_id` waiting for an attempt, if there is one."""
         dead = []
         taken = None
         with self.lock:
             pool = self.idle.get(job_id, [])
             while pool and taken is None:
-                proc = pool.pop()
-                if _exited(proc, 0):
-                    dead.append(proc)
+                idle = pool.pop()
+                if _exited(idle.proc, 0):
+                    dead.append(idle.proc)
                 else:
-                    taken = proc
+                    taken = idle
         for proc in dead:
             _retire(proc)
         return taken
@@ -434,11 +446,11 @@ class Worker:
         """End the waiting runners of `job_id` (all jobs' if None)."""
         with self.lock:
             jobs = list(self.idle) if job_id is None else [job_id]
-            runners = [p for j in jobs for p in self.idle.pop(j, [])]
+            runners = [i.proc for j in jobs for i in self.idle.pop(j, [])]
         for proc in runners:
             _retire(proc)
 
-    def _early_done(self, spec: TaskSpec, root: str, result: dict[str, Any],
+    def _early_done(self, spec: TaskSpec, stderr: str, result: dict[str, Any],
                     chan: protocol.Channel | None) -> bool:
         """A map's success goes to the manager as soon as its runner reports it: its output is
         complete, and the runner's exit and the sweep of its leftovers (some milliseconds)
@@ -447,7 +459,7 @@ class Worker:
         meets what they left running."""
         if not self._map_succeeded(spec, result):
             return False
-        self._done(spec, stderr_tail(root), result, chan)
+        self._done(spec, stderr, result, chan)
         return True
 
     def _map_succeeded(self, spec: TaskSpec, result: dict[str, Any]) -> bool:

@@ -22,6 +22,7 @@ import os
 import resource
 import select
 import shutil
+import stat
 import subprocess
 import tarfile
 import threading
@@ -366,6 +367,68 @@ def _check_member(member: tarfile.TarInfo, dest: str) -> None:
         raise ValueError(f"symlink {member.name!r} points outside the directory")
     if member.islnk() and not inside(os.path.join(root, member.linkname)):
         raise ValueError(f"hard link {member.name!r} points outside the directory")
+
+
+#: What an attempt's directory keeps for its job's life when something was written to them.
+LOGS = ("stderr.log", "task.log")
+#: The subdirectories an attempt's directory passes on to the runner's next map, emptied.
+PASSED_ON = ("work", "tmp")
+
+
+def reuse_dir(prev: str, root: str, shipped: set[str]) -> bool:
+    """Make the directory of a kept runner's last map, emptied, the next map's `root`: a new
+    directory is an inode to allocate and, at the job's end, to free, which costs a job of
+    thousands of small maps dearly (a journal-less ext4 scans recently freed inodes on every
+    allocation). Only a directory without logs (they are the attempt's record until the job
+    ends). Shipped files' links in `work` stay, as they would be made again; anything else
+    goes. Works through directory descriptors without following links: a task owns what is
+    inside and may have planted links. False if it cannot be done; `root` is then made anew."""
+    try:
+        fd = os.open(prev, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        entries = _entries(fd)
+        if entries.keys() & set(LOGS):
+            return False
+        _remove(fd, [n for n, is_dir in entries.items() if not (is_dir and n in PASSED_ON)])
+        _empty(fd, "work", shipped)
+        _empty(fd, "tmp", set())
+        os.rename(prev, root)
+        return True
+    except OSError as e:
+        logger.info("attempt directory %s not reused: %s", prev, e)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _entries(fd: int) -> dict[str, bool]:
+    """Name -> is a directory (not a link to one), for directory `fd`."""
+    with os.scandir(fd) as it:
+        return {e.name: e.is_dir(follow_symlinks=False) for e in it}
+
+
+def _empty(parent: int, name: str, links: set[str]) -> None:
+    """Empty directory `name` of `parent` but for the symbolic links named in `links`."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    except FileNotFoundError:
+        return
+    try:
+        with os.scandir(fd) as it:
+            doomed = [e.name for e in it if not (e.name in links and e.is_symlink())]
+        _remove(fd, doomed)
+    finally:
+        os.close(fd)
+
+
+def _remove(fd: int, names: list[str]) -> None:
+    for name in names:
+        if stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
+            shutil.rmtree(name, dir_fd=fd)
+        else:
+            os.unlink(name, dir_fd=fd)
 
 
 def discard_attempt(spec: TaskSpec, root: str) -> None:
