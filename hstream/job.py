@@ -161,6 +161,9 @@ class TaskResult:
     fetch_failed_map: int | None = None
     exit_status: int | None = None
     stderr_tail: list[str] = field(default_factory=list)
+    #: A small map's output, appended to its runner's pack file (`shuffle.append_pack`):
+    #: [offset, bytes of partition 0, of partition 1, …]. For its worker only.
+    packed: list[int] | None = None
 
 
 def staging_dir(output: str, job_id: str) -> str:

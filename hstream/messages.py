@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from hstream.errors import BadMessage
 from hstream.job import ATTEMPT_ID, JOB_ID
@@ -154,52 +154,73 @@ def check(msg: dict[str, Any], table: Mapping[str, Op], credential: str = SECRET
     return {"op": op, **{k: msg[k] for k in spec.fields if k in msg}}
 
 
-def check_fields(where: str, data: dict[str, Any], shape: Mapping[str, Field]) -> None:
+#: Where a value sits in a message: a name, or (its container's place, how, key). Spelled out
+#: only for an error: a report holds hundreds of values, and a name made for each costs more
+#: than checking it.
+Where: TypeAlias = str | tuple["Where", str, Any]
+
+
+def where_name(where: Where) -> str:
+    if isinstance(where, str):
+        return where
+    parent, how, key = where
+    name = where_name(parent)
+    if how == ".":
+        return f"{name}.{key}"
+    if how == "[]":
+        return f"{name}[{key}]"
+    if how == "key":
+        return f"{name} key"
+    return f"{name}[{clip(key, 40)!r}]"
+
+
+def check_fields(where: Where, data: dict[str, Any], shape: Mapping[str, Field]) -> None:
     for name, f in shape.items():
         if name in data:
-            check_value(f"{where}.{name}", data[name], f)
+            check_value((where, ".", name), data[name], f)
         elif f.required:
-            raise BadMessage(f"{where}: {name} is missing")
+            raise BadMessage(f"{where_name(where)}: {name} is missing")
 
 
-def check_value(name: str, value: Any, f: Field) -> None:
+def check_value(name: Where, value: Any, f: Field) -> None:
     """Type, then bounds, then the parts (list items, map entries, object fields)."""
     if value is None:
         if f.nullable:
             return
-        raise BadMessage(f"{name} must not be null")
+        raise BadMessage(f"{where_name(name)} must not be null")
     if not isinstance(value, f.types) or (isinstance(value, bool) and bool not in f.types):
-        raise BadMessage(f"{name} must be {_names(f.types)}, not {_json_type(value)}")
+        raise BadMessage(f"{where_name(name)} must be {_names(f.types)}, not {_json_type(value)}")
     _check_bounds(name, value, f)
     if f.pattern is not None and isinstance(value, str) and not f.pattern.fullmatch(value):
-        raise BadMessage(f"{name} is malformed: {clip(value, 80)!r}")
+        raise BadMessage(f"{where_name(name)} is malformed: {clip(value, 80)!r}")
     if isinstance(value, list) and f.items is not None:
         for i, item in enumerate(value):
-            check_value(f"{name}[{i}]", item, f.items)
+            check_value((name, "[]", i), item, f.items)
     elif isinstance(value, dict):
         _check_object(name, value, f)
 
 
-def _check_bounds(name: str, value: Any, f: Field) -> None:
+def _check_bounds(name: Where, value: Any, f: Field) -> None:
     if isinstance(value, (str, list, dict)):
         if not f.low <= len(value) <= f.high:
             unit = "characters" if isinstance(value, str) else "entries"
-            raise BadMessage(f"{name} must have {_range(f)} {unit}, not {len(value):,}")
+            raise BadMessage(f"{where_name(name)} must have {_range(f)} {unit}, "
+                             f"not {len(value):,}")
     elif isinstance(value, float) and not math.isfinite(value):
-        raise BadMessage(f"{name} must be a finite number, not {value}")
+        raise BadMessage(f"{where_name(name)} must be a finite number, not {value}")
     elif not f.low <= value <= f.high:
-        raise BadMessage(f"{name} must be {_range(f)}, not {clip(repr(value), 40)}")
+        raise BadMessage(f"{where_name(name)} must be {_range(f)}, not {clip(repr(value), 40)}")
 
 
-def _check_object(name: str, value: dict[str, Any], f: Field) -> None:
+def _check_object(name: Where, value: dict[str, Any], f: Field) -> None:
     if f.shape is not None:
         check_fields(name, value, f.shape)
         return
     for key, item in value.items():
         if f.keys is not None:
-            check_value(f"{name} key", key, f.keys)
+            check_value((name, "key", key), key, f.keys)
         if f.items is not None:
-            check_value(f"{name}[{clip(key, 40)!r}]", item, f.items)
+            check_value((name, "[k]", key), item, f.items)
 
 
 def _range(f: Field) -> str:
@@ -282,6 +303,7 @@ TASK_RESULT = {
     "fetch_failed_map": integer(0, MAX_TASKS, required=False, nullable=True),
     "exit_status": integer(-1024, 1024, required=False, nullable=True),
     "stderr_tail": listof(text(TAIL_LINE_CHARS), TAIL_LINES, required=False),
+    "packed": Field((list,), False, True, 2, MAX_REDUCES + 1, items=integer(0, INT64)),
 }
 
 HELD_OUTPUT = {"job_id": JOB, "attempt_id": ATTEMPT, "counters": COUNTER_MAP}

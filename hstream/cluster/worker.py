@@ -141,6 +141,9 @@ class Worker:
         self.held: dict[str, dict[str, Any]] = {}
         #: Runners waiting for their job's next map attempt (job id -> runners).
         self.idle: dict[str, list[Idle]] = {}
+        #: Finished maps whose output is in a runner's pack: attempt id -> (job id, runner's
+        #: pid, where in its pack: `shuffle.append_pack`).
+        self.packed: dict[str, tuple[str, int, list[int]]] = {}
         self.chan: protocol.Channel | None = None
         self.stopping = threading.Event()
         self.heartbeat_interval = 1.0
@@ -159,7 +162,7 @@ class Worker:
         os.makedirs(self.workdir, exist_ok=True)
         threading.Thread(target=shuffle.serve, daemon=True, name="shuffle",
                          args=(self.shuffle_sock, self.auth, self.workdir, self.stopping,
-                               self._job_active)).start()
+                               self._job_active, self._packed)).start()
         threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat").start()
         try:
             while not self.stopping.is_set():
@@ -378,6 +381,7 @@ class Worker:
                 self._send({"op": "progress", "attempt_id": spec.attempt_id, **report}, chan)
                 continue
             result = report["result"]
+            self._note_packed(spec, proc.pid, result)
             stderr = stderr_tail(root)  # before a kept runner's next map may take the directory
             if self._keep_runner(spec, proc, box, result):
                 self._done(spec, stderr, result, chan)
@@ -425,6 +429,24 @@ class Worker:
             del self.tasks[spec.attempt_id]
             self.idle.setdefault(spec.job_id, []).append(Idle(proc, self._root(spec)))
         return True
+
+    def _note_packed(self, spec: TaskSpec, runner: int, result: dict[str, Any]) -> None:
+        """Where a map that went well left its output in its runner's pack, before anyone
+        hears of it; a result whose location does not fit the job failed."""
+        packed = result.pop("packed", None)
+        if packed is None or not result.get("ok"):
+            return
+        if spec.kind != "map" or len(packed) != spec.num_reduces + 1:
+            result.update(ok=False, error="the task runner reported a malformed map output place")
+            return
+        with self.lock:
+            self.packed[spec.attempt_id] = (spec.job_id, runner, packed)
+
+    def _packed(self, job_id: str, attempt_id: str) -> tuple[int, list[int]] | None:
+        """For the shuffle server: where `attempt_id`'s packed output is, if it is."""
+        with self.lock:
+            entry = self.packed.get(attempt_id)
+        return (entry[1], entry[2]) if entry is not None and entry[0] == job_id else None
 
     def _take_idle(self, job_id: str) -> Idle | None:
         """A live runner of `job_id` waiting for an attempt, if there is one."""
@@ -532,6 +554,7 @@ class Worker:
         with self.lock:
             self.jobs.discard(job_id)
             self.held = {a: h for a, h in self.held.items() if h["job_id"] != job_id}
+            self.packed = {a: p for a, p in self.packed.items() if p[0] != job_id}
         self._retire_idle(job_id)
         if shuffle._ID.match(job_id):
             shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)

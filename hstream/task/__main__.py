@@ -76,7 +76,7 @@ def _attempt(root: str, stdin: IO[bytes]) -> tuple[TaskSpec, TaskResult]:
     reporter = Reporter(sys.stdout.buffer)
     guard = knobs.start_guard(spec)
     try:
-        attempt = Attempt(spec, root, auth, reporter)
+        attempt = Attempt(spec, root, auth, reporter, packs=True)
         result = run_map(attempt) if spec.kind == "map" else run_reduce(attempt, stdin)
     except TaskError as e:  # a failed attempt's counters never count, so none are sent
         result = TaskResult(ok=False, error=str(e), exit_status=e.exit_status, stderr_tail=e.tail)

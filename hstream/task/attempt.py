@@ -123,9 +123,12 @@ class Attempt:
     """Directories, environment and the user's command for one attempt."""
 
     def __init__(self, spec: TaskSpec, root: str, auth: protocol.Auth,
-                 reporter: Reporter) -> None:
+                 reporter: Reporter, packs: bool = False) -> None:
         self.spec = spec
         self.root = root
+        #: Whether a small map's output may go to its runner's pack file (`shuffle.append_pack`):
+        #: a worker's runners, whose worker serves packs; not the Spark runner's.
+        self.packs = packs
         #: The job's token (never the cluster secret): this job's shuffle and relay only.
         self.auth = auth
         self.reporter = reporter

@@ -107,6 +107,7 @@ def run_map(attempt: Attempt) -> TaskResult:
     live.start()
     assert proc.stdout is not None
     output_file = None
+    packed = None
     if spec.num_reduces == 0:
         writer = attempt.output_writer(keyfields.map_key(attempt.conf))
         attempt.drain(proc, writer.write, eager=True)
@@ -122,19 +123,23 @@ def run_map(attempt: Attempt) -> TaskResult:
                           codec=mapcodec.spill_codec(attempt.conf))
         out_bytes = attempt.drain(proc, spiller.write)
         _check_input(feeder, errors, attempt)
-        runs = spiller.close()
+        runs = spiller.close(keep_small=attempt.packs and not spec.combiner)
+        small = spiller.small
         attempt.check_exit(proc, "mapper")
         spilled = sum(os.path.getsize(r.path) for r in runs)
         watch.lap(f"map and sort ({len(runs)} spills, {spilled} bytes on disk)")
-        records = sum(r.records for r in runs)
+        records = sum(r.records for r in runs) if small is None else small.count(b"\n")
         attempt.count("Map output records", records)
         attempt.count("Map output bytes", out_bytes)
         attempt.count("Spilled Records", records)
-        _partition(attempt, order, runs)
+        if small is not None:
+            packed = _pack(attempt, order, small)
+        else:
+            _partition(attempt, order, runs)
         watch.lap(f"merge and partition ({spec.num_reduces} partitions)")
     live.stop()
     attempt.user_counters()
-    return TaskResult(ok=True, counters=attempt.counters, output_file=output_file)
+    return TaskResult(ok=True, counters=attempt.counters, output_file=output_file, packed=packed)
 
 
 def _check_input(feeder: threading.Thread, errors: list[BaseException],
@@ -165,6 +170,27 @@ def _partition(attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
     if compressed is not None:
         attempt.count("Map output materialized bytes", compressed)
     shuffle.write_meta(outdir, keyed or spec.combiner is not None)
+
+
+def _pack(attempt: Attempt, order: SortOrder, data: bytes) -> list[int]:
+    """A small map's sorted output, routed in memory and appended to its runner's pack."""
+    reduces = attempt.spec.num_reduces
+    if reduces == 1:
+        return shuffle.append_pack(attempt.job_dir, [data])
+    sinks = [_MemorySink() for _ in range(reduces)]
+    if data:
+        _router(attempt, order, sinks)(data)
+    return shuffle.append_pack(attempt.job_dir, [bytes(s.data) for s in sinks])
+
+
+class _MemorySink:
+    """One reducer's share of a small map's output, before it goes to the pack."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes | memoryview, lines: int | None = None) -> None:
+        self.data += data
 
 
 def _single_partition(attempt: Attempt, order: SortOrder, runs: list[Run], path: str) -> None:

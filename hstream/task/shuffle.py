@@ -1,7 +1,9 @@
 """The shuffle: map output stays on the worker that made it; reducers fetch it over TCP.
 
 Layout on a worker: ``WORKDIR/JOB/maps/ATTEMPT/part-RRRRR``, plus ``meta.json`` when
-the output is sorted by key field.
+the output is sorted by key field. A small map's output instead goes at the end of its
+runner's pack file, ``WORKDIR/JOB/maps/pack-PID`` (`append_pack`): its result says where,
+and the worker serves it from there (the `packs` lookup of `serve`).
 A fetch is one authenticated request ``{"op": "fetch", "job_id", "attempt_id",
 "partition"}`` answered by ``{"op": "data", "size", "keyed"}``, the bytes as
 data frames, and ``{"op": "end"}``; or ``{"op": "missing"}``. A reducer that
@@ -21,7 +23,7 @@ import queue
 import re
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -49,6 +51,29 @@ def partition_name(r: int) -> str:
     return f"part-{r:05d}"
 
 
+def pack_path(job_dir: str, runner: int) -> str:
+    return os.path.join(job_dir, "maps", f"pack-{runner}")
+
+
+def append_pack(job_dir: str, parts: list[bytes]) -> list[int]:
+    """Append a small map's partitions to this runner's pack file: [offset, bytes of each].
+    A file per map is two inodes (its directory and itself) to allocate and free, and on a
+    journal-less ext4 that costs more than a tiny map's whole work. Only plain output (not
+    keyed, not compressed) goes here."""
+    path = pack_path(job_dir, os.getpid())
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "ab") as f:
+        offset = f.tell()
+        for part in parts:
+            f.write(part)
+    return [offset, *map(len, parts)]
+
+
+#: Where a map's packed output is, for the worker's shuffle server: (job id, attempt id) ->
+#: (the runner's pid, `append_pack`'s list), or None.
+Packs = Callable[[str, str], "tuple[int, list[int]] | None"]
+
+
 def write_meta(outdir: str, keyed: bool) -> None:
     """Only a keyed output has a meta.json: a file is an inode to allocate, and a job of
     thousands of small maps pays for each one."""
@@ -70,16 +95,18 @@ def read_meta(outdir: str) -> bool:
 
 
 def serve(sock: socket.socket, auth: bytes | protocol.Auth, workdir: str,
-          stopping: threading.Event, jobs: Callable[[str], bool] | None = None) -> None:
+          stopping: threading.Event, jobs: Callable[[str], bool] | None = None,
+          packs: Packs | None = None) -> None:
     """Answer fetches on `sock` until `stopping` is set. Reducers come with their job's
     token, taken while `jobs` says the job is active here, and fetch that job's output only."""
     drops = protocol.DropLog(logger, "unauthenticated connection")
     refused = protocol.DropLog(logger, "malformed shuffle request")
-    protocol.Listener(sock, auth, lambda chan: _serve_connection(chan, workdir, refused),
+    protocol.Listener(sock, auth, lambda chan: _serve_connection(chan, workdir, refused, packs),
                       stopping, drops, [refused], jobs).run()
 
 
-def _serve_connection(chan: protocol.Channel, workdir: str, refused: protocol.DropLog) -> None:
+def _serve_connection(chan: protocol.Channel, workdir: str, refused: protocol.DropLog,
+                      packs: Packs | None = None) -> None:
     """A reducer's connection: fetch after fetch; a malformed one is answered with an error."""
     try:
         while True:
@@ -92,7 +119,7 @@ def _serve_connection(chan: protocol.Channel, workdir: str, refused: protocol.Dr
                 refused.note(chan.peer.rpartition(":")[0], str(e))
                 chan.send({"op": "error", "message": str(e)})
                 continue
-            serve_fetch(chan, msg, workdir)
+            serve_fetch(chan, msg, workdir, packs)
     except EOFError:
         pass
     except (OSError, ProtocolError) as e:
@@ -101,7 +128,8 @@ def _serve_connection(chan: protocol.Channel, workdir: str, refused: protocol.Dr
         chan.close()
 
 
-def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str) -> None:
+def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str,
+                packs: Packs | None = None) -> None:
     """Answer one fetch request on an authenticated channel."""
     job_id, attempt_id, part = msg.get("job_id"), msg.get("attempt_id"), msg.get("partition")
     if not (isinstance(job_id, str) and isinstance(attempt_id, str) and isinstance(part, int)
@@ -113,12 +141,39 @@ def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str) ->
         keyed = read_meta(outdir)
         f2 = open(path, "rb")
     except OSError:
-        chan.send({"op": "missing"})
+        if not _serve_packed(chan, workdir, job_id, attempt_id, part, packs):
+            chan.send({"op": "missing"})
         return
     with f2:
         size = os.fstat(f2.fileno()).st_size
         chan.send({"op": "data", "size": size, "keyed": keyed})
         chan.send_stream(iter(lambda: f2.read(protocol.STREAM_FRAME), b""))
+
+
+def _serve_packed(chan: protocol.Channel, workdir: str, job_id: str, attempt_id: str, part: int,
+                  packs: Packs | None) -> bool:
+    """Serve a packed map output's partition; False if this worker has none of that map. A
+    pack its task cut short gives a short stream, which the reducer refuses."""
+    where = packs(job_id, attempt_id) if packs is not None else None
+    if where is None or part + 1 >= len(where[1]):
+        return False
+    runner, packed = where
+    try:
+        f = open(pack_path(os.path.join(workdir, job_id), runner), "rb")
+    except OSError:
+        return False
+    with f:
+        f.seek(packed[0] + sum(packed[1:part + 1]))
+        size = packed[part + 1]
+        chan.send({"op": "data", "size": size, "keyed": False})
+        chan.send_stream(_upto(f, size))
+    return True
+
+
+def _upto(f: IO[bytes], size: int) -> Iterator[bytes]:
+    while size > 0 and (chunk := f.read(min(size, protocol.STREAM_FRAME))):
+        size -= len(chunk)
+        yield chunk
 
 
 # -- client side (in a reduce attempt) ---------------------------------------------

@@ -198,6 +198,8 @@ class Spiller:
     _pending: Team | None = None
     #: Output held back while it is small (see SMALL_RUN); it may never need a sort process.
     _held: bytearray = field(default_factory=bytearray)
+    #: All the output, sorted, when `close(keep_small=True)` found it small.
+    small: bytes | None = None
 
     def __post_init__(self) -> None:
         self.keyed = bool(self.order.comparator)
@@ -249,16 +251,21 @@ class Spiller:
         return False
 
     def _write_held(self) -> None:
-        """The held output as the only run, sorted here: whole lines in byte order, exactly
-        as `LC_ALL=C sort` orders them."""
-        lines = bytes(self._held).split(b"\n")
-        lines.pop()  # whole lines: the last is empty
-        lines.sort()
+        """The held output as the only run."""
+        data = self._sorted_held()
         path = os.path.join(self.workdir, "spill0.out")
         with open(path, "wb") as out:
-            out.write(b"\n".join(lines) + b"\n")
-        self.runs.append(Run(path, False, records=len(lines)))
+            out.write(data)
+        self.runs.append(Run(path, False, records=data.count(b"\n")))
+
+    def _sorted_held(self) -> bytes:
+        """The held lines sorted here, whole lines in byte order, exactly as `LC_ALL=C sort`
+        orders them; the held buffer is emptied."""
+        lines = bytes(self._held).split(b"\n")
         self._held = bytearray()
+        lines.pop()  # whole lines: the last is empty
+        lines.sort()
+        return b"\n".join(lines) + b"\n" if lines else b""
 
     def _feed(self, data: Lines, start: int, end: int) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -320,11 +327,16 @@ class Spiller:
             self._team = self._pending = self._proc = None
             raise
 
-    def close(self) -> list[Run]:
+    def close(self, keep_small: bool = False) -> list[Run]:
+        """The runs. With `keep_small`, output that stayed small and held is left sorted in
+        `self.small` instead, for a caller that needs no file of it (`shuffle.append_pack`)."""
         with self._killed_on_error():
             last = self._lines.flush()
             if last:
                 self._write_lines(last)
+            if keep_small and not self.runs and self._proc is None:
+                self.small = self._sorted_held()
+                return self.runs
             if self._held:
                 self._write_held()
             if self._proc is not None:

@@ -1,0 +1,112 @@
+"""Jobs of many small maps: a small map's output goes to its runner's pack file, not to files
+of its own, and is served from there exactly as a map output file would be (issue 15)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import pairs, read_output, reference, run_hstream
+
+from hstream import protocol
+from hstream.errors import ProtocolError
+from hstream.job import MapOutput
+from hstream.task import shuffle
+
+JOB = "job_1_0001"
+
+
+Where = dict[str, tuple[int, list[int]]]
+
+
+@pytest.fixture
+def packed_server(tmp_path: Path) -> Iterator[tuple[int, protocol.Auth, Where]]:
+    """A worker's shuffle server on loopback that knows the packed outputs put in its dict."""
+    secret, stopping = protocol.new_secret(), threading.Event()
+    where: Where = {}
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = threading.Thread(
+        target=shuffle.serve,
+        args=(sock, secret, str(tmp_path / "w"), stopping, {JOB}.__contains__,
+              lambda job, attempt: where.get(attempt) if job == JOB else None))
+    server.start()
+    try:
+        yield sock.getsockname()[1], protocol.Auth(protocol.job_token(secret, JOB), JOB), where
+    finally:
+        stopping.set()
+        sock.close()
+        server.join(timeout=10)
+
+
+def test_packed_map_outputs_are_served_partition_by_partition(
+        packed_server: tuple[int, protocol.Auth, Where],
+        tmp_path: Path) -> None:
+    port, auth, where = packed_server
+    job_dir = str(tmp_path / "w" / JOB)
+    maps = {f"attempt_1_0001_m_{m:06d}_0": [b"a%d\t1\n" % m, b"", b"c%d\t3\nc%d\t4\n" % (m, m)]
+            for m in range(3)}
+    for attempt, parts in maps.items():
+        where[attempt] = (os.getpid(), shuffle.append_pack(job_dir, parts))
+    assert len(os.listdir(os.path.join(job_dir, "maps"))) == 1  # one pack, no file per map
+    for m, (attempt, parts) in enumerate(maps.items()):
+        for r, part in enumerate(parts):
+            dest = tmp_path / f"got-{m}-{r}"
+            got = shuffle.fetch_one(MapOutput(m, attempt, "127.0.0.1", port), JOB, r, str(dest),
+                                    auth)
+            assert got == (len(part), part.count(b"\n"), False)
+            assert dest.read_bytes() == part
+    with pytest.raises(FileNotFoundError):  # a partition the map does not have
+        shuffle.fetch_one(MapOutput(0, "attempt_1_0001_m_000000_0", "127.0.0.1", port), JOB, 3,
+                          str(tmp_path / "none"), auth)
+
+
+def test_a_pack_cut_short_is_a_failed_fetch_not_short_data(
+        packed_server: tuple[int, protocol.Auth, Where],
+        tmp_path: Path) -> None:
+    port, auth, where = packed_server
+    job_dir = str(tmp_path / "w" / JOB)
+    attempt = "attempt_1_0001_m_000000_0"
+    where[attempt] = (os.getpid(), shuffle.append_pack(job_dir, [b"k\t" + b"v" * 5000 + b"\n"]))
+    os.truncate(shuffle.pack_path(job_dir, os.getpid()), 100)  # its task cut it short
+    with pytest.raises(ProtocolError, match="short fetch"):
+        shuffle.fetch_one(MapOutput(0, attempt, "127.0.0.1", port), JOB, 0,
+                          str(tmp_path / "got"), auth)
+    assert not (tmp_path / "got").exists()
+
+
+@pytest.mark.parametrize("reduces", [1, 3])
+def test_a_job_of_small_maps_writes_no_file_per_map(tmp_path: Path, reduces: int) -> None:
+    """Each map looks into its job's map output directory: earlier maps left their output in
+    their runners' packs (one file each), not a directory and file each; the output equals
+    the serial pipeline's."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    files = 24
+    for i in range(files):
+        (inputs / f"f{i:02d}.txt").write_bytes(b"".join(
+            b"w%d\t%d\n" % ((i * 7 + j) % 11, j) for j in range(20)) + "é\n".encode())
+    mapper = tmp_path / "probe.sh"
+    # The last line has no newline: the map's output still ends with a whole line.
+    mapper.write_text("#!/bin/sh\ncat\nprintf 'entries\\t%s' $(ls ../../../maps | wc -l)\n")
+    mapper.chmod(0o755)
+    out = tmp_path / "out"
+    proc = run_hstream("jar-free", "-input", str(inputs), "-output", str(out), "-mapper",
+                       str(mapper), "-reducer", "cat", "-numReduceTasks", str(reduces),
+                       cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "_SUCCESS").exists()
+    got = read_output(out)
+    entries = [int(line.split(b"\t")[1]) for line in got.splitlines()
+               if line.startswith(b"entries\t")]
+    assert len(entries) == files and max(entries) <= 4, entries  # the kept runners' packs
+    expected = reference(sorted(inputs.iterdir()), str(mapper), "cat", tmp_path)
+    assert pairs(_without_probe(got)) == pairs(_without_probe(expected))
+
+
+def _without_probe(data: bytes) -> bytes:
+    return b"".join(line for line in data.splitlines(keepends=True)
+                    if not line.startswith(b"entries\t"))
