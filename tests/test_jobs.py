@@ -8,6 +8,7 @@ import gzip
 import os
 import random
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,38 @@ def test_combiner_reduces_shuffled_records(tmp_path: Path) -> None:
     assert c["Combine input records"] == c["Map output records"]
     assert 0 < c["Combine output records"] < c["Combine input records"]
     assert c["Reduce input records"] == c["Combine output records"]
+
+
+@pytest.mark.parametrize("fields, extra", [
+    (1, []),
+    (2, ["-D", "stream.num.map.output.key.fields=2"]),
+    (1, ["-D", "mapreduce.map.output.compress=true"]),  # a file per map, not packs
+])
+def test_many_small_maps_give_the_same_bytes_and_counters_through_the_packed_shuffle(
+        tmp_path: Path, fields: int, extra: list[str]) -> None:
+    """300 tiny files, a map each: the reducer sorts their small partitions together in packs.
+    The output is byte for byte the key-ordered sort of all input (keys with bytes above 0x7f,
+    some with a byte below the tab, so some maps sort by key field), and the counters count
+    maps and records as a file per map did."""
+    rng = random.Random(21)
+    keys = [b"k", b"\xc3\xa9", b"\xff", b"a b", b"z\x01", b""]
+    for i in range(300):
+        write(tmp_path / "in" / f"f{i:03d}", b"".join(
+            rng.choice(keys) + b"%d\t" % rng.randint(0, 9) + rng.choice([b"", b"v", b"\tw x"])
+            + b"\n" for _ in range(rng.randint(1, 6))))
+    out = tmp_path / "out"
+    proc = run_hstream("jar-free", *extra, "-input", str(tmp_path / "in"), "-output", str(out),
+                       "-mapper", "cat", "-reducer", "cat", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    everything = b"".join(f.read_bytes() for f in sorted((tmp_path / "in").iterdir()))
+    want = subprocess.run(["sort", "-t", "\t", f"-k1,{fields}"], input=everything,
+                          env={**os.environ, "LC_ALL": "C"}, capture_output=True, check=True)
+    assert read_output(out) == want.stdout
+    c = counters(proc.stderr)
+    assert c["Shuffled Maps"] == c["Launched map tasks"] == 300
+    if "mapreduce.map.output.compress=true" not in extra:  # else compressed bytes crossed
+        assert c["Reduce shuffle bytes"] == len(everything)
+    assert c["Reduce input records"] == c["Reduce output records"] == everything.count(b"\n")
 
 
 def test_compressed_inputs_are_read_transparently(tmp_path: Path) -> None:

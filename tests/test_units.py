@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -19,7 +19,7 @@ from hstream.errors import ProtocolError
 from hstream.hadoop.command import env_name, split_command
 from hstream.hadoop.keyfields import KeySpec
 from hstream.job import MapOutput, Split, TaskSpec
-from hstream.task import sorting
+from hstream.task import shuffle, sorting
 from hstream.task.partition import count_groups, partition_of, route_lines, route_sorted
 from hstream.task.sorting import (
     BZIP2,
@@ -570,14 +570,187 @@ def test_a_kept_shuffle_channel_that_broke_is_replaced_without_a_failure(
     first, second = _map_outputs(maps, 2, port)
     conns = shuffle.Connections(auth)
     try:
-        assert conns.fetch(first, "job_1_0001", 0, str(tmp_path / "a"))[:2] == (5, 1)
+        got = conns.fetch(first, "job_1_0001", 0, str(tmp_path / "a"))
+        assert (got.size, got.records) == (5, 1)
         for chan in conns.opened:  # the host dropped the connection meanwhile
             chan.sock.shutdown(socket.SHUT_RDWR)
-        assert conns.fetch(second, "job_1_0001", 0, str(tmp_path / "b"))[:2] == (5, 1)
+        got = conns.fetch(second, "job_1_0001", 0, str(tmp_path / "b"))
+        assert (got.size, got.records, got.path) == (5, 1, str(tmp_path / "b"))
         assert (tmp_path / "b").read_bytes() == b"k1\tv\n"
         assert len(conns.opened) == 2
     finally:
         conns.close()
+
+
+# -- packs: a reducer's small segments sorted together ---------------------------------------
+
+
+def _serve(maps: Path, port: int, outputs: list[tuple[bytes, bool]]) -> list[MapOutput]:
+    """Map outputs (data, keyed) as a worker keeps them, served on `port`."""
+    sources = []
+    for m, (data, keyed) in enumerate(outputs):
+        out = maps / f"attempt_1_0001_m_{m:06d}_0"
+        out.mkdir(parents=True)
+        (out / "part-00000").write_bytes(data)
+        shuffle.write_meta(str(out), keyed)
+        sources.append(MapOutput(m, out.name, "127.0.0.1", port))
+    return sources
+
+
+def _c_sort(data: bytes, *args: str) -> bytes:
+    return subprocess.run(["sort", *args], input=data, env=sort_env(), capture_output=True,
+                          check=True).stdout
+
+
+def _small_output(rng: random.Random) -> bytes:
+    """A map's sorted partition: bytes above 0x7f, duplicate lines, empty values, no value."""
+    keys = [b"k", b"\xe9t\xe9", b"\xff", b"a b", b"", b"z\x80"]
+    lines = [rng.choice(keys) + rng.choice([b"\t", b"\tv", b"\tv\xc3\xa9", b"", b"\t\t"])
+             + b"\n" for _ in range(rng.randint(0, 30))]
+    return _c_sort(b"".join(lines + lines[:3]))
+
+
+def _fetch_merged(spec: TaskSpec, dest: Path, auth: protocol.Auth, order: SortOrder,
+                  plan: shuffle.PackPlan | None) -> tuple[shuffle.Fetched, bytes]:
+    """The fetch and the merge the reducer runs over what it fetched."""
+    dest.mkdir()
+    fetched = shuffle.fetch_all(spec, str(dest), auth, pack=plan)
+    assert fetched.failed_map is None, fetched.error
+    runs = [sorting.Run(p, fetched.keyed) for p in fetched.paths]
+    merged = subprocess.run(merge_command(order, runs, 1 << 20, str(dest)), env=sort_env(),
+                            capture_output=True, check=True).stdout
+    return fetched, merged
+
+
+@pytest.mark.parametrize("buffer, packs", [(64 << 20, 1), (4 << 10, (4, 30))])
+def test_small_segments_are_packed_into_few_sorted_runs_and_merge_as_one_sort(
+        shuffle_server: tuple[int, protocol.Auth, Path], tmp_path: Path, buffer: int,
+        packs: int | tuple[int, int]) -> None:
+    """300 small maps end in a few pack files, not a file each; a segment over PACK_SEGMENT
+    keeps a file of its own. The merge is byte for byte `LC_ALL=C sort` of all map output."""
+    port, auth, maps = shuffle_server
+    rng = random.Random(7)
+    outputs = [_small_output(rng) for _ in range(300)]
+    outputs[5] = b""
+    outputs[7] = _c_sort(b"".join(b"big%06d\t\xfe\n" % i for i in range(30000)))
+    assert len(outputs[7]) > shuffle.PACK_SEGMENT
+    sources = _serve(maps, port, [(o, False) for o in outputs])
+    spec = TaskSpec("job_1_0001", "reduce", 0, 0, 1, "cat", None, {}, {}, [], str(tmp_path),
+                    sources=sources, num_maps=len(sources))
+    plan = shuffle.PackPlan(SortOrder(), buffer, str(tmp_path))
+    fetched, merged = _fetch_merged(spec, tmp_path / "inputs", auth, SortOrder(), plan)
+    files = sorted(p.name for p in (tmp_path / "inputs").iterdir())
+    made = [f for f in files if f.startswith("pack-")]
+    assert files == ["map-000007", *made]
+    lo, hi = packs if isinstance(packs, tuple) else (packs, packs)
+    assert lo <= len(made) <= hi, files
+    everything = b"".join(outputs)
+    assert merged == _c_sort(everything)
+    assert (fetched.maps, fetched.bytes, fetched.records) == (
+        300, len(everything), everything.count(b"\n"))
+    assert _no_children()
+
+
+def test_keyed_segments_pack_by_kind_and_merge_as_the_file_per_map_path_does(
+        shuffle_server: tuple[int, protocol.Auth, Path], tmp_path: Path) -> None:
+    """Output sorted by two key fields (bytes below the tab in some keys: those maps sorted by
+    key field, the others whole lines): keyed and plain segments go to packs of their own,
+    and the merge is the same bytes as with a file per map."""
+    port, auth, maps = shuffle_server
+    order = SortOrder(KeySpec(b"\t", 2))
+    rng = random.Random(11)
+    outputs = []
+    for m in range(120):
+        keyed = m % 3 == 0
+        first = [b"a", b"a\x01", b"b\x02c"] if keyed else [b"a", b"b", b"\xe9"]
+        lines = b"".join(rng.choice(first) + b"\t" + rng.choice([b"1", b"10", b"", b"x"])
+                         + rng.choice([b"\tv", b"\t", b"", b"\tw\tz"]) + b"\n"
+                         for _ in range(rng.randint(1, 12)))
+        outputs.append((_c_sort(lines, *order.argv(True)) if keyed else _c_sort(lines), keyed))
+    sources = _serve(maps, port, outputs)
+    spec = TaskSpec("job_1_0001", "reduce", 0, 0, 1, "cat", None, {}, {}, [], str(tmp_path),
+                    sources=sources, num_maps=len(sources))
+    plan = shuffle.PackPlan(order, 64 << 20, str(tmp_path))
+    _, packed = _fetch_merged(spec, tmp_path / "packed", auth, order, plan)
+    per_map, merged = _fetch_merged(spec, tmp_path / "files", auth, order, None)
+    assert sorted(p.name for p in (tmp_path / "packed").iterdir()) == ["pack-0000", "pack-0001"]
+    assert len(list((tmp_path / "files").iterdir())) == 120
+    assert packed == merged == _c_sort(b"".join(o for o, _ in outputs), *order.argv(True))
+    assert per_map.maps == 120
+
+
+def test_packs_only_where_they_give_the_same_bytes(tmp_path: Path) -> None:
+    """A comparator sorts stably (equal keys in map order) and compressed segments are
+    decompressed as files: both keep a file per map."""
+    from hstream.task.reducetask import pack_plan
+
+    comparator = {"mapreduce.job.output.key.comparator.class":
+                  "org.apache.hadoop.mapreduce.lib.partition.KeyFieldBasedComparator",
+                  "mapreduce.partition.keycomparator.options": "-k1,1nr"}
+    assert pack_plan(comparator, 1 << 20, str(tmp_path)) is None
+    assert pack_plan({"mapreduce.map.output.compress": "true"}, 1 << 20, str(tmp_path)) is None
+    plan = pack_plan({"stream.num.map.output.key.fields": "2"}, 1 << 20, str(tmp_path))
+    assert plan is not None and plan.order.key.fields == 2 and plan.buffer == 1 << 20
+
+
+def test_a_segment_torn_mid_fetch_is_fetched_again_and_packed_once(
+        shuffle_server: tuple[int, protocol.Auth, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    port, auth, maps = shuffle_server
+    rng = random.Random(3)
+    outputs = [_small_output(rng) + b"m%d\n" % m for m in range(40)]
+    sources = _serve(maps, port, [(o, False) for o in outputs])
+    real, torn = shuffle._receive, set[int]()
+
+    def tearing(chan: protocol.Channel, src: MapOutput, size: int,
+                write: Callable[[bytes], object]) -> tuple[int, int]:
+        if src.map_index % 10 == 3 and src.map_index not in torn:
+            torn.add(src.map_index)
+            write(b"half a segm")
+            raise ProtocolError("connection reset mid-segment")
+        return real(chan, src, size, write)
+
+    monkeypatch.setattr(shuffle, "_receive", tearing)
+    spec = TaskSpec("job_1_0001", "reduce", 0, 0, 1, "cat", None, {}, {}, [], str(tmp_path),
+                    sources=sources, num_maps=len(sources))
+    plan = shuffle.PackPlan(SortOrder(), 1 << 20, str(tmp_path))
+    fetched, merged = _fetch_merged(spec, tmp_path / "inputs", auth, SortOrder(), plan)
+    assert torn == {3, 13, 23, 33}
+    assert merged == _c_sort(b"".join(outputs))
+    assert fetched.records == merged.count(b"\n")
+
+
+def test_a_pack_sort_that_fails_fails_the_fetch_in_one_line_and_leaves_no_process(
+        shuffle_server: tuple[int, protocol.Auth, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    port, auth, maps = shuffle_server
+    rng = random.Random(5)
+    sources = _serve(maps, port, [(_small_output(rng) + b"x\n", False) for _ in range(30)])
+    monkeypatch.setattr(shuffle, "sort_command",
+                        lambda *a: ["sh", "-c", "echo 'sort: cannot sort today' >&2; exit 2"])
+    spec = TaskSpec("job_1_0001", "reduce", 0, 0, 1, "cat", None, {}, {}, [], str(tmp_path),
+                    sources=sources, num_maps=len(sources))
+    (tmp_path / "inputs").mkdir()
+    plan = shuffle.PackPlan(SortOrder(), 1 << 20, str(tmp_path))
+    with pytest.raises(SortFailed) as failed:
+        shuffle.fetch_all(spec, str(tmp_path / "inputs"), auth, pack=plan)
+    assert str(failed.value) == "sorting fetched map output failed: cannot sort today"
+    assert _no_children()
+
+
+def test_a_map_that_cannot_be_fetched_is_reported_and_no_pack_sort_outlives_the_fetch(
+        shuffle_server: tuple[int, protocol.Auth, Path], tmp_path: Path) -> None:
+    port, auth, maps = shuffle_server
+    rng = random.Random(9)
+    sources = _serve(maps, port, [(_small_output(rng) + b"x\n", m % 2 == 0) for m in range(40)])
+    sources.append(MapOutput(40, "attempt_1_0001_m_000040_0", "127.0.0.1", port))
+    spec = TaskSpec("job_1_0001", "reduce", 0, 0, 1, "cat", None, {}, {}, [], str(tmp_path),
+                    sources=sources, num_maps=len(sources))
+    (tmp_path / "inputs").mkdir()
+    plan = shuffle.PackPlan(SortOrder(KeySpec(b"\t", 1)), 1 << 20, str(tmp_path))
+    fetched = shuffle.fetch_all(spec, str(tmp_path / "inputs"), auth, pack=plan)
+    assert fetched.failed_map == 40 and "is gone from" in fetched.error
+    assert _no_children(), [p.cmdline() for p in _new_children()]
 
 
 def test_a_runner_released_from_its_session_box_survives_and_its_attempts_leftovers_do_not(

@@ -221,6 +221,7 @@ def _write_runs(items: Iterable[Any], inputs: str) -> shuffle.Fetched:
         for out in files.values():
             out.close()
     fetched.paths = [os.path.join(inputs, f"map-{m:06d}") for m in sorted(files)]
+    fetched.maps = len(files)
     return fetched
 
 

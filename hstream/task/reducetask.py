@@ -1,5 +1,8 @@
 """A reduce attempt: fetch its partition of every map -> `sort -m` -> reducer -> part file.
 
+Small partitions arrive sorted together in a few packs (`shuffle.Packs`), each one run of
+the merge, where that gives the same bytes (`pack_plan`).
+
 The merge feeds the reducer through a plain pipe, so no Python touches the
 reducer's input; a second `sort -m -u` beside it counts the groups. Only when
 the reducer must see lines rewritten (another input separator) does Python sit
@@ -46,8 +49,10 @@ def run_reduce(attempt: Attempt, arrivals: IO[bytes] | None = None) -> TaskResul
     os.makedirs(inputs, exist_ok=True)
     watch = Stopwatch()
     total = max(spec.num_maps, len(spec.sources), 1)
-    fetched = shuffle.fetch_all(spec, inputs, attempt.auth, arrivals,
-                                lambda n: attempt.progress(n / total / 3))
+    with user_errors():  # a pack's sort that failed: one clear line
+        fetched = shuffle.fetch_all(spec, inputs, attempt.auth, arrivals,
+                                    lambda n: attempt.progress(n / total / 3),
+                                    pack_plan(attempt.conf, attempt.buffer, attempt.tmp))
     watch.lap(f"fetch ({len(spec.sources)} maps)")
     if fetched.failed_map is not None:
         return TaskResult(ok=False, fetch_failed_map=fetched.failed_map,
@@ -60,6 +65,17 @@ def run_reduce(attempt: Attempt, arrivals: IO[bytes] | None = None) -> TaskResul
     return result
 
 
+def pack_plan(conf: dict[str, str], buffer: int, tmpdir: str) -> shuffle.PackPlan | None:
+    """Small segments are packed only where the result is the same bytes as merging a file
+    per map: compressed segments are decompressed as files after the fetch, and a comparator
+    sorts stably, so equal keys keep the order of the merge's inputs (map order), which packs
+    filled in arrival order would not."""
+    order = sort_order(conf)
+    if order.comparator or mapcodec.codec(conf) is not None:
+        return None
+    return shuffle.PackPlan(order, buffer, tmpdir)
+
+
 @user_errors()
 def reduce_fetched(attempt: Attempt, fetched: shuffle.Fetched, watch: Stopwatch) -> TaskResult:
     """Merge the map outputs on local disk (sorted runs) through the reducer into the part
@@ -68,7 +84,7 @@ def reduce_fetched(attempt: Attempt, fetched: shuffle.Fetched, watch: Stopwatch)
     attempt.count("Reduce shuffle bytes", fetched.bytes)
     attempt.bytes_fetched = fetched.bytes
     attempt.progress(1 / 3, force=True)
-    attempt.count("Shuffled Maps", len(fetched.paths))
+    attempt.count("Shuffled Maps", fetched.maps)
     order = sort_order(attempt.conf)
     runs = [Run(p, fetched.keyed) for p in fetched.paths]
     argv = merge_command(order, runs, attempt.buffer, attempt.tmp) if runs else ["cat", "/dev/null"]

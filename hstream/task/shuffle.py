@@ -11,6 +11,11 @@ cannot fetch a map's output reports which map, and the manager re-runs that
 map (Hadoop's fetch-failure rule). The server (`serve`, run by the worker)
 checks each request against its schema (`hstream.messages.SHUFFLE`) and answers
 a malformed one with an error; its accept loop outlasts floods (`protocol.Listener`).
+
+A reducer keeps each map's partition in a file of its own, except a small one (at most
+`PACK_SEGMENT`): thousands of small maps would cost an inode each and a merge of thousands
+of inputs, so small segments are received whole into memory and written into a *pack*, a
+`sort` whose output is one sorted run (Hadoop's in-memory merge of small map outputs).
 Stdlib only.
 """
 
@@ -22,16 +27,18 @@ import os
 import queue
 import re
 import socket
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from hstream import messages, protocol
 from hstream.errors import BadMessage, ProtocolError
 from hstream.job import MapOutput, TaskSpec, from_dict
+from hstream.task.sorting import SORT, SortFailed, SortOrder, Team, sort_command
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,8 @@ FETCH_TIMEOUT = 30.0
 #: A line of finished maps from the worker (a few thousand of them at most).
 MAX_ARRIVAL_LINE = 16 << 20
 _ID = re.compile(r"^[A-Za-z0-9_]+$")
+#: A map's partition up to this size is fetched into memory and packed (see `Packs`).
+PACK_SEGMENT = 256 << 10
 
 
 def map_output_dir(job_dir: str, attempt_id: str) -> str:
@@ -187,6 +196,20 @@ class Fetched:
     keyed: bool = False
     failed_map: int | None = None
     error: str = ""
+    #: Maps fetched ("Shuffled Maps"): a pack in `paths` holds many.
+    maps: int = 0
+
+
+@dataclass
+class Segment:
+    """One map's partition as fetched: in its own file (`path`), or, when small, whole in
+    memory (`data`) until it is written into a pack."""
+
+    size: int
+    records: int
+    keyed: bool
+    path: str | None = None
+    data: bytes | None = None
 
 
 def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str,
@@ -195,7 +218,8 @@ def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str,
     keyed). Raises OSError/ProtocolError."""
     chan = _connect(src, auth)
     try:
-        return _fetch_on(chan, src, job_id, partition, dest)
+        seg = _fetch_on(chan, src, job_id, partition, dest)
+        return seg.size, seg.records, seg.keyed
     finally:
         chan.close()
 
@@ -207,22 +231,40 @@ def _connect(src: MapOutput, auth: bytes | protocol.Auth) -> protocol.Channel:
 
 
 def _fetch_on(chan: protocol.Channel, src: MapOutput, job_id: str, partition: int,
-              dest: str) -> tuple[int, int, bool]:
+              dest: str, pack_limit: int = -1) -> Segment:
+    """Fetch into `dest`, or into memory when the announced size is at most `pack_limit`."""
     chan.send({"op": "fetch", "job_id": job_id, "attempt_id": src.attempt_id,
                "partition": partition})
     head = chan.recv()
     if head["op"] != "data":
         raise FileNotFoundError(f"map output {src.attempt_id} is gone from {src.host}")
-    got = records = 0
+    size, keyed = head["size"], bool(head["keyed"])
+    if not isinstance(size, int) or size < 0:
+        raise ProtocolError(f"{src.host}: malformed data reply")
+    if size <= pack_limit:
+        data = bytearray()
+        got, records = _receive(chan, src, size, data.extend)
+        return Segment(got, records, keyed, data=bytes(data))
     with open(dest + ".tmp", "wb") as out:
-        for body in chan.recv_stream():
-            out.write(body)
-            got += len(body)
-            records += body.count(b"\n")
-    if got != head["size"]:
-        raise ProtocolError(f"short fetch from {src.host}: {got} of {head['size']} bytes")
+        got, records = _receive(chan, src, size, out.write)
     os.replace(dest + ".tmp", dest)
-    return got, records, bool(head["keyed"])
+    return Segment(got, records, keyed, path=dest)
+
+
+def _receive(chan: protocol.Channel, src: MapOutput, size: int,
+             write: Callable[[bytes], object]) -> tuple[int, int]:
+    """The announced `size` bytes of a data reply to `write`; (bytes, newlines). More than
+    announced stops at once: a segment bound for memory must stay as small as it said."""
+    got = records = 0
+    for body in chan.recv_stream():
+        got += len(body)
+        if got > size:
+            raise ProtocolError(f"long fetch from {src.host}: over {size} bytes")
+        write(body)
+        records += body.count(b"\n")
+    if got != size:
+        raise ProtocolError(f"short fetch from {src.host}: {got} of {size} bytes")
+    return got, records
 
 
 class Connections:
@@ -236,24 +278,25 @@ class Connections:
         self.opened: list[protocol.Channel] = []
         self.closed = False
 
-    def fetch(self, src: MapOutput, job_id: str, partition: int,
-              dest: str) -> tuple[int, int, bool]:
-        """Like `fetch_one`; a kept channel that fails (its host restarted) is replaced once."""
+    def fetch(self, src: MapOutput, job_id: str, partition: int, dest: str,
+              pack_limit: int = -1) -> Segment:
+        """Like `fetch_one` (into memory up to `pack_limit`, see `_fetch_on`); a kept channel
+        that fails (its host restarted) is replaced once."""
         cache = self._cache()
         kept = cache.pop((src.host, src.port), None)
         if kept is not None:
             try:
-                return self._keep(kept, src, job_id, partition, dest)
+                return self._keep(kept, src, job_id, partition, dest, pack_limit)
             except FileNotFoundError:
                 raise
             except (OSError, ProtocolError, EOFError):
                 pass  # a fresh connection says whether the host is really unreachable
-        return self._keep(self._open(src), src, job_id, partition, dest)
+        return self._keep(self._open(src), src, job_id, partition, dest, pack_limit)
 
     def _keep(self, chan: protocol.Channel, src: MapOutput, job_id: str, partition: int,
-              dest: str) -> tuple[int, int, bool]:
+              dest: str, pack_limit: int) -> Segment:
         try:
-            result = _fetch_on(chan, src, job_id, partition, dest)
+            result = _fetch_on(chan, src, job_id, partition, dest, pack_limit)
         except BaseException:
             chan.close()
             raise
@@ -283,12 +326,12 @@ class Connections:
             self.opened.clear()
 
 
-def _fetch_with_retries(src: MapOutput, spec: TaskSpec, dest: str,
-                        conns: Connections) -> tuple[int, int, bool]:
+def _fetch_with_retries(src: MapOutput, spec: TaskSpec, dest: str, conns: Connections,
+                        pack_limit: int = -1) -> Segment:
     last: Exception | None = None
     for _ in range(FETCH_RETRIES):
         try:
-            return conns.fetch(src, spec.job_id, spec.index, dest)
+            return conns.fetch(src, spec.job_id, spec.index, dest, pack_limit)
         except FileNotFoundError:
             raise
         except (OSError, ProtocolError, EOFError) as e:
@@ -298,68 +341,227 @@ def _fetch_with_retries(src: MapOutput, spec: TaskSpec, dest: str,
     raise OSError(str(last))
 
 
+def _fetch_segment(src: MapOutput, spec: TaskSpec, dest: str, conns: Connections,
+                   packs: Packs | None) -> Segment:
+    """A map's partition; a small one goes into a pack once it is whole. Packing is outside
+    the retries: a failed pack sort is this attempt's failure (SortFailed), never the map's."""
+    seg = _fetch_with_retries(src, spec, dest, conns, PACK_SEGMENT if packs else -1)
+    if packs is not None and seg.data is not None:
+        packs.add(seg.data, seg.keyed)
+        seg.data = None
+    return seg
+
+
 def fetch_all(spec: TaskSpec, dest_dir: str, auth: protocol.Auth,
               arrivals: IO[bytes] | None = None,
-              progress: Callable[[int], object] | None = None) -> Fetched:
+              progress: Callable[[int], object] | None = None,
+              pack: PackPlan | None = None) -> Fetched:
     """Fetch this reducer's partition from every map, a few at a time (with the job's token).
 
     A reduce that started before every map was done (slowstart) has fewer `spec.sources` than
     `spec.num_maps`; the worker writes the others on `arrivals` as they finish, a JSON list
     of MapOutput a line, so fetching overlaps the maps. Stops at the first map that cannot be
-    fetched: the manager re-runs it."""
+    fetched: the manager re-runs it. With `pack`, small segments are packed (`Packs`); the
+    packs end as sorted runs in `paths`, and no sort of theirs outlives this call."""
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
     if arrivals is not None and len(spec.sources) < spec.num_maps:
         threading.Thread(target=_read_arrivals, args=(arrivals, events), daemon=True,
                          name="arrivals").start()
     result = Fetched()
-    heard = fetched = 0
     conns = Connections(auth)
-    with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
-        def submit(sources: list[MapOutput]) -> None:
-            for src in sources:
-                dest = os.path.join(dest_dir, f"map-{src.map_index:06d}")
-                fut = pool.submit(_fetch_with_retries, src, spec, dest, conns)
-                fut.add_done_callback(partial(_fetched, events, src.map_index, dest))
-
-        submit(spec.sources)
-        heard = len(spec.sources)
-        while fetched < max(heard, spec.num_maps) and result.failed_map is None:
+    packs = Packs(pack, dest_dir) if pack is not None else None
+    try:
+        with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
             try:
-                kind, item = events.get(timeout=1.0)
-            except queue.Empty:
-                kind, item = "wait", None
-            if kind == "sources":
-                submit(item)
-                heard += len(item)
-            elif kind == "fetched":
-                fetched += 1
-                _fold(result, *item)
-            elif kind == "end" and heard < spec.num_maps:
-                raise OSError(f"{item} ({heard} of {spec.num_maps} maps)")
-            if progress is not None:
-                progress(fetched)
-        pool.shutdown(wait=result.failed_map is None, cancel_futures=True)
-    conns.close()
+                _gather(spec, dest_dir, conns, packs, pool, events, result, progress)
+            except BaseException:
+                _stop(pool, packs)
+                raise
+            if result.failed_map is not None:
+                _stop(pool, packs)
+        if packs is not None and result.failed_map is None:
+            result.paths += packs.finish()
+    finally:
+        conns.close()
+        if packs is not None:
+            packs.kill()
     result.paths.sort()
     return result
 
 
-def _fetched(events: queue.Queue[tuple[str, Any]], map_index: int, dest: str,
-             fut: Future[tuple[int, int, bool]]) -> None:
-    events.put(("fetched", (map_index, dest, fut)))
+def _stop(pool: ThreadPoolExecutor, packs: Packs | None) -> None:
+    """Drop the fetches not yet started; a pack's sorts are killed, and fetches still running
+    write nothing more into a pack."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    if packs is not None:
+        packs.kill()
 
 
-def _fold(result: Fetched, map_index: int, dest: str, fut: Future[tuple[int, int, bool]]) -> None:
+def _gather(spec: TaskSpec, dest_dir: str, conns: Connections, packs: Packs | None,
+            pool: ThreadPoolExecutor, events: queue.Queue[tuple[str, Any]], result: Fetched,
+            progress: Callable[[int], object] | None) -> None:
+    """Submit every map as it is heard of and fold each fetch into `result`, until all are
+    fetched or one failed."""
+    def submit(sources: list[MapOutput]) -> None:
+        for src in sources:
+            dest = os.path.join(dest_dir, f"map-{src.map_index:06d}")
+            fut = pool.submit(_fetch_segment, src, spec, dest, conns, packs)
+            fut.add_done_callback(partial(_fetched, events, src.map_index))
+
+    submit(spec.sources)
+    heard, fetched = len(spec.sources), 0
+    while fetched < max(heard, spec.num_maps) and result.failed_map is None:
+        try:
+            kind, item = events.get(timeout=1.0)
+        except queue.Empty:
+            kind, item = "wait", None
+        if kind == "sources":
+            submit(item)
+            heard += len(item)
+        elif kind == "fetched":
+            fetched += 1
+            _fold(result, *item)
+        elif kind == "end" and heard < spec.num_maps:
+            raise OSError(f"{item} ({heard} of {spec.num_maps} maps)")
+        if progress is not None:
+            progress(fetched)
+
+
+def _fetched(events: queue.Queue[tuple[str, Any]], map_index: int, fut: Future[Segment]) -> None:
+    events.put(("fetched", (map_index, fut)))
+
+
+def _fold(result: Fetched, map_index: int, fut: Future[Segment]) -> None:
+    """One fetch's outcome into `result`; a failed pack sort fails the whole fetch."""
     try:
-        size, records, keyed = fut.result()
+        seg = fut.result()
+    except SortFailed:
+        raise
     except (OSError, EOFError) as e:
         if result.failed_map is None:
             result.failed_map, result.error = map_index, str(e)
         return
-    result.paths.append(dest)
-    result.bytes += size
-    result.records += records
-    result.keyed = result.keyed or keyed
+    if seg.path is not None:
+        result.paths.append(seg.path)
+    result.maps += 1
+    result.bytes += seg.size
+    result.records += seg.records
+    result.keyed = result.keyed or seg.keyed
+
+
+# -- packs: small segments sorted together -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackPlan:
+    """What packing needs: the merge's own order (a pack sorted in it is a run the merge
+    takes), the sort buffer (a pack is closed at this many bytes, so memory stays bounded)
+    and sort's temporary directory. Only for a total order without a codec: see
+    `reducetask.pack_plan`."""
+
+    order: SortOrder
+    buffer: int
+    tmpdir: str
+
+
+@dataclass
+class _Pack:
+    """A pack being filled: its sort, whose stdout is the pack file."""
+
+    team: Team
+    proc: subprocess.Popen[bytes]
+    filled: int = 0
+
+
+PACKING = "sorting fetched map output"
+
+
+class Packs:
+    """Small segments sorted together into a few runs (`pack-NNNN` files) instead of a file
+    and a merge input each. The order is total, so sorting their concatenation equals merging
+    them one by one. A pack holds segments of one `keyed` value (the sort options differ), is
+    closed when full or at the end, and sorts while the next one fills. Fetch threads write
+    whole segments only, one at a time under the lock."""
+
+    def __init__(self, plan: PackPlan, dest_dir: str) -> None:
+        self.plan = plan
+        self.dest_dir = dest_dir
+        self.lock = threading.Lock()
+        self.filling: dict[bool, _Pack] = {}
+        self.sorting: list[Team] = []
+        #: Every pack's team, whatever became of it: `kill` leaves no sort behind.
+        self.teams: list[Team] = []
+        self.paths: list[str] = []
+        self.stopped = False
+
+    def add(self, data: bytes, keyed: bool) -> None:
+        """Write a whole segment into the pack of its kind; nothing once stopped."""
+        with self.lock:
+            if self.stopped or not data:
+                return
+            pack = self.filling.get(keyed) or self._start(keyed)
+            assert pack.proc.stdin is not None
+            try:
+                pack.proc.stdin.write(data)
+            except BrokenPipeError:  # the sort died; its message says why
+                self._failed(pack.team)
+            pack.filled += len(data)
+            if pack.filled >= self.plan.buffer:
+                self._close(keyed)
+
+    def _start(self, keyed: bool) -> _Pack:
+        path = os.path.join(self.dest_dir, f"pack-{len(self.paths):04d}")
+        buffer = self.plan.buffer + (self.plan.buffer >> 2)  # room for sort's own overhead
+        argv = sort_command(self.plan.order, keyed, buffer, self.plan.tmpdir)
+        team = Team(PACKING, self.plan.tmpdir)
+        try:
+            out = open(path, "wb")
+        except OSError as e:  # a full disk fails the attempt, not the map being fetched
+            raise SortFailed(f"{PACKING} failed: {e.strerror}: {path}") from None
+        with out:
+            proc = team.start(argv, SORT, stdin=subprocess.PIPE, stdout=out)
+        self.paths.append(path)
+        self.teams.append(team)
+        pack = self.filling[keyed] = _Pack(team, proc)
+        return pack
+
+    def _close(self, keyed: bool) -> None:
+        """End a pack's input: it sorts now; the pack closed before it is waited for."""
+        pack = self.filling.pop(keyed)
+        assert pack.proc.stdin is not None
+        try:
+            pack.proc.stdin.close()
+        except BrokenPipeError:
+            self._failed(pack.team)
+        self._settle()
+        self.sorting.append(pack.team)
+
+    def _settle(self) -> None:
+        """Wait for the closed packs' sorts; SortFailed if one failed."""
+        while self.sorting:
+            self.sorting.pop(0).finish()
+
+    def _failed(self, team: Team) -> NoReturn:
+        team.finish()
+        raise SortFailed(f"{PACKING} failed: sort ended early")
+
+    def finish(self) -> list[str]:
+        """Close every pack and wait for its sort: the pack files, each a sorted run."""
+        with self.lock:
+            for keyed in list(self.filling):
+                self._close(keyed)
+            self._settle()
+            return list(self.paths)
+
+    def kill(self) -> None:
+        """Stop: every sort a pack started is killed and waited for; later segments are
+        dropped (the fetch is failing)."""
+        with self.lock:
+            self.stopped = True
+            for team in self.teams:
+                team.kill()
+            self.filling.clear()
+            self.sorting.clear()
 
 
 def _read_arrivals(stream: IO[bytes], events: queue.Queue[tuple[str, Any]]) -> None:
