@@ -80,7 +80,7 @@ def append_pack(job_dir: str, parts: list[bytes]) -> list[int]:
 
 #: Where a map's packed output is, for the worker's shuffle server: (job id, attempt id) ->
 #: (the runner's pid, `append_pack`'s list), or None.
-Packs = Callable[[str, str], "tuple[int, list[int]] | None"]
+PackedLookup = Callable[[str, str], "tuple[int, list[int]] | None"]
 
 
 def write_meta(outdir: str, keyed: bool) -> None:
@@ -105,7 +105,7 @@ def read_meta(outdir: str) -> bool:
 
 def serve(sock: socket.socket, auth: bytes | protocol.Auth, workdir: str,
           stopping: threading.Event, jobs: Callable[[str], bool] | None = None,
-          packs: Packs | None = None) -> None:
+          packs: PackedLookup | None = None) -> None:
     """Answer fetches on `sock` until `stopping` is set. Reducers come with their job's
     token, taken while `jobs` says the job is active here, and fetch that job's output only."""
     drops = protocol.DropLog(logger, "unauthenticated connection")
@@ -115,7 +115,7 @@ def serve(sock: socket.socket, auth: bytes | protocol.Auth, workdir: str,
 
 
 def _serve_connection(chan: protocol.Channel, workdir: str, refused: protocol.DropLog,
-                      packs: Packs | None = None) -> None:
+                      packs: PackedLookup | None = None) -> None:
     """A reducer's connection: fetch after fetch; a malformed one is answered with an error."""
     try:
         while True:
@@ -138,7 +138,7 @@ def _serve_connection(chan: protocol.Channel, workdir: str, refused: protocol.Dr
 
 
 def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str,
-                packs: Packs | None = None) -> None:
+                packs: PackedLookup | None = None) -> None:
     """Answer one fetch request on an authenticated channel."""
     job_id, attempt_id, part = msg.get("job_id"), msg.get("attempt_id"), msg.get("partition")
     if not (isinstance(job_id, str) and isinstance(attempt_id, str) and isinstance(part, int)
@@ -160,7 +160,7 @@ def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str,
 
 
 def _serve_packed(chan: protocol.Channel, workdir: str, job_id: str, attempt_id: str, part: int,
-                  packs: Packs | None) -> bool:
+                  packs: PackedLookup | None) -> bool:
     """Serve a packed map output's partition; False if this worker has none of that map. A
     pack its task cut short gives a short stream, which the reducer refuses."""
     where = packs(job_id, attempt_id) if packs is not None else None
