@@ -6,6 +6,7 @@ the actions the scheduler answers with, the way Hadoop's MRApp tests drive the A
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
@@ -227,6 +228,21 @@ def test_a_task_that_waits_again_is_placed_though_later_ones_were_placed_since()
     assert sim.finished()[-1].state is JobState.SUCCEEDED
     assert all(t.state is TaskState.DONE for t in job.maps)
     assert sorted(a.spec.index for a in sim.assigns()).count(on_w0[0]) == 2
+
+
+@pytest.mark.parametrize(("seconds", "per_slot"), [(0.2, 2), (5.0, 1)])
+def test_short_maps_run_two_to_a_slot_and_long_ones_one(seconds: float, per_slot: int) -> None:
+    """Once a job's maps are seen to finish within a second (the median of the latest), a map
+    slot takes two of them: a short map mostly waits, and a second fills the CPU meanwhile.
+    Long maps keep one per slot."""
+    sim = Sim(workers=2, slots=1)
+    sim.submit(maps=40, reduces=0)
+    for _ in range(8):  # the first maps, finished one at a time
+        attempt_id = sorted(sim.running("map"))[0]
+        sim.now += seconds
+        sim.finish(attempt_id)
+    per_worker = Counter(sim.running("map").values())
+    assert sorted(per_worker.values()) == [per_slot, per_slot]
 
 
 def test_finished_maps_are_not_rerun_once_every_reduce_is_done() -> None:

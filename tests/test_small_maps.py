@@ -110,3 +110,29 @@ def test_a_job_of_small_maps_writes_no_file_per_map(tmp_path: Path, reduces: int
 def _without_probe(data: bytes) -> bytes:
     return b"".join(line for line in data.splitlines(keepends=True)
                     if not line.startswith(b"entries\t"))
+
+
+def test_pooled_work_runs_on_kept_threads_and_a_stuck_one_holds_only_its_own() -> None:
+    """An attempt's background work (stderr, input, liveness) runs on threads kept from the
+    last attempt's: no thread is made per attempt, and work that never ends (a pipe a
+    background child holds) keeps only its own thread."""
+    from hstream.task.pooled import Pooled
+
+    stuck = threading.Event()
+    blocker = Pooled(target=stuck.wait, name="stuck")
+    blocker.start()
+    carriers: list[threading.Thread] = []
+    for _ in range(50):
+        work = Pooled(target=lambda: carriers.append(threading.current_thread()))
+        work.start()
+        work.join(10)
+        assert not work.is_alive()
+    assert len(carriers) == 50 and len(set(carriers)) == 1  # one kept thread served all
+    assert blocker.is_alive()
+    failing = Pooled(target=lambda: 1 / 0, name="failing")
+    failing.start()
+    failing.join(10)
+    assert not failing.is_alive()  # its failure is logged; it still ends
+    stuck.set()
+    blocker.join(10)
+    assert not blocker.is_alive()

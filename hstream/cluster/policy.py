@@ -31,13 +31,14 @@ def pick_worker(workers: Iterable[WorkerInfo], job: Job, task: Task,
     bad = {w.id for w in alive if job.worker_failures.get(w.id, 0) >= limit}
     if len(bad) > BLACKLIST_IGNORE_FRACTION * len(alive):
         bad = set()  # as Hadoop: a blacklist covering too much of the cluster is ignored
-    free = [w for w in alive if w.free_for(task.kind) > 0 and w.id not in exclude]
+    per_slot = job.maps_per_slot() if task.kind == "map" else 1
+    free = [w for w in alive if w.free_for(task.kind, per_slot) > 0 and w.id not in exclude]
     usable = [w for w in free if w.id not in bad]
     fresh = [w for w in usable if w.id not in task.failed_on]
     candidates = fresh or usable
     if not candidates:
         return None
-    return max(candidates, key=lambda w: (w.free_for(task.kind), -len(w.running), w.id))
+    return max(candidates, key=lambda w: (w.free_for(task.kind, per_slot), -len(w.running), w.id))
 
 
 def stragglers(job: Job, now: float) -> Iterator[tuple[Task, float, float]]:

@@ -366,6 +366,8 @@ class Scheduler:
         task.state = TaskState.DONE
         task.finished_at = now
         task.duration = now - attempt.started
+        if task.kind == "map":
+            job.map_times.append(task.duration)
         task.done_attempt = attempt.id
         task.counters = result.counters
         _add(job.counters, result.counters)
@@ -541,12 +543,13 @@ class Scheduler:
         if not tasks:
             return actions, False
         key = (job.id, tasks[0].kind)
+        per_slot = job.maps_per_slot() if tasks[0].kind == "map" else 1
         first: int | None = None  # the first task left pending
         for i in range(self._pending_from.get(key, 0), len(tasks)):
             task = tasks[i]
             if task.state is not TaskState.PENDING:
                 continue
-            if not self._room(task.kind):
+            if not self._room(task.kind, per_slot):
                 self._pending_from[key] = i if first is None else first
                 return actions, True
             worker = policy.pick_worker(self.workers.values(), job, task)
@@ -557,8 +560,8 @@ class Scheduler:
         self._pending_from[key] = len(tasks) if first is None else first
         return actions, False
 
-    def _room(self, kind: str) -> bool:
-        return any(w.free_for(kind) > 0 for w in self.workers.values())
+    def _room(self, kind: str, per_slot: int) -> bool:
+        return any(w.free_for(kind, per_slot) > 0 for w in self.workers.values())
 
     def _speculate(self, job: Job, now: float) -> list[Action]:
         """Backup attempts for the stragglers the policy names, on another worker."""

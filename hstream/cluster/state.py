@@ -4,6 +4,8 @@ manager carries out. Plain dataclasses; only `scheduler.py` changes them. Stdlib
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -14,6 +16,9 @@ DEFAULT_MAX_ATTEMPTS = 4
 #: Hadoop's mapreduce.job.reduce.slowstart.completedmaps: reducers start (and fetch what
 #: is done) once this share of the maps has finished.
 DEFAULT_SLOWSTART = 0.05
+#: Maps whose median run (the latest SHORT_SAMPLE of them) is at most this are short.
+SHORT_MAP_SECONDS = 1.0
+SHORT_SAMPLE = 16
 
 
 class TaskState(StrEnum):
@@ -150,6 +155,18 @@ class Job:
     staging: str = ""
     #: Restored from the journal by a restarted manager: workers' held map outputs count.
     restored: bool = False
+    #: Run times of the latest finished maps (seconds), for `maps_per_slot`.
+    map_times: deque[float] = field(default_factory=lambda: deque(maxlen=SHORT_SAMPLE))
+
+    def maps_per_slot(self) -> int:
+        """Two while the job's maps are short, else one. A short map's time is mostly
+        waiting (its runner, its command's start, the manager's answer), so one map per CPU
+        leaves the CPU idle a quarter of the time; a second one per slot fills it, and being
+        short, it holds little memory for little time."""
+        times = self.map_times
+        if len(times) >= SHORT_SAMPLE // 2 and statistics.median(times) <= SHORT_MAP_SECONDS:
+            return 2
+        return 1
 
     def max_attempts(self, kind: str) -> int:
         value = self.spec.conf.get(f"mapreduce.{kind}.maxattempts", DEFAULT_MAX_ATTEMPTS)
@@ -223,11 +240,12 @@ class WorkerInfo:
     def free_slots(self) -> int:
         return self.slots - len(self.running) if self.alive else 0
 
-    def free_for(self, kind: str) -> int:
+    def free_for(self, kind: str, per_slot: int = 1) -> int:
         """Maps and reduces have a slot each per CPU, as MRv1's map and reduce slots: a reducer
         started early (slowstart) mostly waits for map output and must not keep a map from a
-        CPU; once the maps are done the reducers have the CPUs."""
+        CPU; once the maps are done the reducers have the CPUs. `per_slot`: attempts a slot
+        takes (`Job.maps_per_slot`)."""
         if not self.alive:
             return 0
         mark = "_m_" if kind == "map" else "_r_"
-        return self.slots - sum(mark in a for a in self.running)
+        return self.slots * per_slot - sum(mark in a for a in self.running)

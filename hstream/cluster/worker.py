@@ -44,12 +44,16 @@ from hstream.errors import BadMessage, ProtocolError
 from hstream.job import TaskResult, TaskSpec, from_dict, to_dict
 from hstream.task import procs, reporter, shuffle, zygote
 from hstream.task.attempt import discard_attempt, reuse_dir
+from hstream.task.pooled import Pooled
 
 logger = logging.getLogger(__name__)
 
 REGISTER_TIMEOUT = 30.0
 #: The end of an attempt's stderr that goes to the manager with its result (for the history).
 STDERR_TAIL = 64 << 10
+#: Map attempts a slot may run at once (the manager gives two while a job's maps are short:
+#: `Job.maps_per_slot`): as many runners of a job wait for its next map.
+MAPS_PER_SLOT = 2
 #: Seconds a waiting runner has to exit once its stdin closes, before it is killed.
 RETIRE_WAIT = 2.0
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -342,8 +346,9 @@ class Worker:
                 proc.stdin.close()
         except BrokenPipeError:
             pass
-        threading.Thread(target=self._watch, args=(spec, proc), daemon=True,
-                         name=spec.attempt_id).start()
+        # A kept thread: a new one's start waits until it runs, which a busy host makes
+        # longer than a small map.
+        Pooled(target=self._watch, args=(spec, proc), name=spec.attempt_id).start()
         logger.info("worker %s: started %s (pid %d)", self.id, spec.attempt_id, proc.pid)
 
     def _root(self, spec: TaskSpec) -> str:
@@ -418,7 +423,7 @@ class Worker:
             return False
         with self.lock:
             if (self.stopping.is_set() or spec.job_id not in self.jobs
-                    or len(self.idle.get(spec.job_id, [])) >= self.slots):
+                    or len(self.idle.get(spec.job_id, [])) >= MAPS_PER_SLOT * self.slots):
                 return False
         if not box.release(proc.pid, self.cgroups.idle()):
             return False

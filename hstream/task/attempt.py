@@ -40,6 +40,7 @@ from hstream.job import TaskSpec, plain_name
 from hstream.task import knobs, remote, shuffle
 from hstream.task.lines import OUTPUT_LIMIT, LineCutter, LineLimit, LineTooLong, line_limit
 from hstream.task.output import OutputWriter
+from hstream.task.pooled import Pooled
 from hstream.task.reporter import StderrReader, bounded
 from hstream.task.sorting import SortFailed, SortOrder
 from hstream.task.splits import InputChanged
@@ -580,13 +581,13 @@ def pump_lines(stream: IO[bytes], consume: Any) -> None:
         consume(last)
 
 
-class Liveness(threading.Thread):
+class Liveness(Pooled):
     """Reports progress while the user's command shows life: it read input or wrote output
     (its /proc I/O counters moved) or wrote to stderr. That is Hadoop's definition of a task
     that is not hung (`mapreduce.task.timeout`), observed without touching the data."""
 
     def __init__(self, attempt: Attempt, pid: int, fraction: Any, interval: float = 1.0) -> None:
-        super().__init__(daemon=True, name="liveness")
+        super().__init__(name="liveness")
         self.attempt = attempt
         self.pid = pid
         self.fraction = fraction

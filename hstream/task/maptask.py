@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +33,7 @@ from hstream.task.attempt import (
 )
 from hstream.task.lines import INPUT_LIMIT, WINDOW, LineLimit, Lines, key_end, line_limit, windows
 from hstream.task.partition import route_lines, route_sorted
+from hstream.task.pooled import Pooled
 from hstream.task.sorting import (
     Run,
     SortOrder,
@@ -100,8 +100,8 @@ def run_map(attempt: Attempt) -> TaskResult:
     assert spec.split is not None
     errors: list[BaseException] = []
     proc = attempt.start(spec.command, "map", subprocess.PIPE, subprocess.PIPE)
-    feeder = threading.Thread(target=_feed, daemon=True, name="feeder",
-                              args=(proc, _map_input(attempt), attempt, spec.split.length, errors))
+    feeder = Pooled(target=_feed, name="feeder",
+                    args=(proc, _map_input(attempt), attempt, spec.split.length, errors))
     feeder.start()
     live = Liveness(attempt, proc.pid, lambda: attempt.fraction)
     live.start()
@@ -142,7 +142,7 @@ def run_map(attempt: Attempt) -> TaskResult:
     return TaskResult(ok=True, counters=attempt.counters, output_file=output_file, packed=packed)
 
 
-def _check_input(feeder: threading.Thread, errors: list[BaseException],
+def _check_input(feeder: Pooled, errors: list[BaseException],
                  attempt: Attempt) -> None:
     """Once the mapper's output has ended, its input was all read or it failed; a feeder
     still writing feeds a pipe that only a background child of the mapper holds."""

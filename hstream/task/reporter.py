@@ -22,16 +22,17 @@ from typing import IO, Any
 from hstream import messages
 from hstream.errors import BadMessage
 from hstream.messages import INT64, clip
+from hstream.task.pooled import Pooled
 
 #: Stderr is read at most this much at a time.
 LINE_PIECE = 64 << 10
 
 
-class StderrReader(threading.Thread):
+class StderrReader(Pooled):
     """Reads one process's stderr to the end; counters, status and a tail are kept."""
 
     def __init__(self, stream: IO[bytes], log_path: str, prefix: bytes = b"reporter:") -> None:
-        super().__init__(daemon=True, name="stderr")
+        super().__init__(name="stderr")
         self.stream = stream
         #: The attempt's stderr log, made on the first byte to keep (most tasks write none,
         #: and a file is an inode to allocate: many small maps pay for each).
