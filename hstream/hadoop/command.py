@@ -155,9 +155,12 @@ def task_environment(conf: dict[str, str], cmdenv: dict[str, str], base: dict[st
     `stream.jobconf.truncate.limit` (`truncate`) shortens values, except the settings the
     built-ins read from here, which are short and must arrive whole."""
     env = dict(base)
-    for key, value in conf.items():
-        if truncate >= 0 and not key.startswith(WHOLE_SETTINGS):
-            value = value[:truncate]
-        env[env_name(key)] = value
+    if truncate < 0:  # the usual case, made for every attempt: names from the cache, in C
+        env.update(zip(map(env_name, conf), conf.values()))
+    else:
+        for key, value in conf.items():
+            if not key.startswith(WHOLE_SETTINGS):
+                value = value[:truncate]
+            env[env_name(key)] = value
     env.update(cmdenv)
     return env

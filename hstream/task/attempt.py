@@ -100,12 +100,14 @@ class Stopwatch:
 
 
 class Reporter:
-    """Progress lines to the worker, at most one a second."""
+    """Progress lines to the worker, at most one a second, the first a second in: an attempt
+    counts as alive from its start, and a map shorter than that (thousands of them in a job
+    of small files) reports nothing but its result."""
 
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
         self.lock = threading.Lock()
-        self.last = 0.0
+        self.last = time.monotonic()
 
     def send(self, msg: dict[str, Any], force: bool = False) -> None:
         now = time.monotonic()
