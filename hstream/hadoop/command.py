@@ -156,7 +156,7 @@ def task_environment(conf: dict[str, str], cmdenv: dict[str, str], base: dict[st
     built-ins read from here, which are short and must arrive whole."""
     env = dict(base)
     if truncate < 0:  # the usual case, made for every attempt: names from the cache, in C
-        env.update(zip(map(env_name, conf), conf.values()))
+        env.update(zip(map(env_name, conf), conf.values(), strict=True))
     else:
         for key, value in conf.items():
             if not key.startswith(WHOLE_SETTINGS):
