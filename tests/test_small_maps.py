@@ -136,3 +136,24 @@ def test_pooled_work_runs_on_kept_threads_and_a_stuck_one_holds_only_its_own() -
     stuck.set()
     blocker.join(10)
     assert not blocker.is_alive()
+
+
+@pytest.mark.parametrize("job", [
+    {},
+    {"my.dir": "${hadoop.tmp.dir}/mine", "my.file": "in ${mapreduce.map.input.file}",
+     "chain.a": "${chain.b}!", "chain.b": "${mapreduce.task.attempt.id}", "plain": "x",
+     "loop.a": "${loop.b}", "loop.b": "${loop.a}${mapreduce.task.partition}",
+     "mapred.task.id": "set by the job", "mapreduce.task.timeout": "${user.name}"},
+])
+def test_an_attempts_view_of_the_job_equals_the_whole_expansion(job: dict[str, str]) -> None:
+    """A runner expands the job's ~1,800 properties once and only what leads to an attempt's
+    own (its ids, directories, input file) per attempt: the result must be exactly Hadoop's
+    expansion of all of them, attempt after attempt."""
+    from hstream.hadoop import properties
+
+    for n, path in enumerate(["/in/a ${x}.txt", "/in/b.txt", "/in/c.txt"]):
+        own = {"mapreduce.task.attempt.id": f"attempt_1_0001_m_{n:06d}_0",
+               "mapreduce.task.partition": str(n), "hadoop.tmp.dir": f"/w/a{n}/tmp",
+               "mapreduce.job.local.dir": f"/w/a{n}/work", "mapreduce.map.input.file": path,
+               "map.input.file": path}
+        assert properties.attempt_view(job, own) == properties.job_view({**job, **own})

@@ -293,6 +293,49 @@ def job_view(conf: dict[str, str]) -> dict[str, str]:
     return view
 
 
+def attempt_view(job: dict[str, str], attempt: dict[str, str]) -> dict[str, str]:
+    """`job_view({**job, **attempt})` for attempt after attempt of one job (a task runner
+    serves many): what does not depend on the attempt's own properties, nearly all of it, is
+    expanded once per job; only the attempt's properties, the values that lead to them
+    through `${…}`, and their old names are made per attempt."""
+    base, dependent, owners = _job_part(tuple(job.items()), tuple(sorted(attempt)))
+    full = {**_raw_view()[0], **job, **attempt}
+    system = _system_properties()
+    view = {**base, **attempt}
+    for key in dependent:
+        view[key] = expand(full[key], full, system)
+    for old, name in owners.items():
+        view[old] = view[name]
+    return view
+
+
+@functools.lru_cache(maxsize=4)
+def _job_part(job_items: tuple[tuple[str, str], ...], attempt_keys: tuple[str, ...]
+              ) -> tuple[dict[str, str], tuple[str, ...], dict[str, str]]:
+    """A job's view without its attempts' properties; the keys whose expansion depends on
+    them; and the old names those keys give their value to (old name -> key)."""
+    job = dict(job_items)
+    raw, templated = _raw_view()
+    full = {**raw, **job, **dict.fromkeys(attempt_keys, "")}
+    targets = set(attempt_keys)
+    dependent = tuple(k for k in (*templated, *job, *attempt_keys)
+                      if k in targets or _reaches(k, full, targets, set()))
+    owners = {}
+    for name, olds in tables().old_names.items():
+        for old in olds:
+            if name in full and old not in full and old not in owners:
+                owners[old] = name
+    affected = {old: name for old, name in owners.items() if name in set(dependent)}
+    return job_view(job), dependent, affected
+
+
+def _reaches(key: str, full: dict[str, str], targets: set[str], seen: set[str]) -> bool:
+    """Whether `${…}` in key's value leads, directly or through other values, to `targets`."""
+    seen.add(key)
+    return any(name in targets or (name not in seen and _reaches(name, full, targets, seen))
+               for name in _VAR.findall(full.get(key, "")))
+
+
 @functools.cache
 def _raw_view() -> tuple[dict[str, str], tuple[str, ...]]:
     """The non-empty defaults and StreamJob's settings, and which of them hold a `${…}`."""

@@ -200,8 +200,7 @@ class Attempt:
 
     def environment(self) -> dict[str, str]:
         s = self.spec
-        conf = dict(s.conf)
-        conf.update({
+        own = {  # this attempt's properties: the rest of the view is the job's, made once
             "mapreduce.job.id": s.job_id,
             "mapreduce.task.id": s.task_id,
             "mapreduce.task.attempt.id": s.attempt_id,
@@ -212,9 +211,9 @@ class Attempt:
             # Hadoop's local directories are the worker's and the attempt's here.
             "mapreduce.cluster.local.dir": os.path.dirname(self.job_dir),
             "hadoop.tmp.dir": self.tmp,
-        })
+        }
         if s.split is not None and not s.split.parts:  # CombineFileSplit: none, as in Hadoop
-            conf.update({
+            own.update({
                 "mapreduce.map.input.file": s.split.path,
                 "mapreduce.map.input.start": str(s.split.start),
                 "mapreduce.map.input.length": str(s.split.length),
@@ -224,7 +223,8 @@ class Attempt:
         base["TMPDIR"] = self.tmp
         base["PATH"] = self.work + os.pathsep + base.get("PATH", os.defpath)
         truncate = int(s.conf.get("stream.jobconf.truncate.limit", "-1"))
-        env = commands.task_environment(properties.job_view(conf), s.env, base, truncate)
+        env = commands.task_environment(properties.attempt_view(s.conf, own), s.env, base,
+                                        truncate)
         env["mapreduce_task_is_map"] = env["mapreduce_task_ismap"]
         return env
 
