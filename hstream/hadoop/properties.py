@@ -325,7 +325,8 @@ def _job_part(job_items: tuple[tuple[str, str], ...], attempt_keys: tuple[str, .
         for old in olds:
             if name in full and old not in full and old not in owners:
                 owners[old] = name
-    affected = {old: name for old, name in owners.items() if name in set(dependent)}
+    moving = set(dependent)
+    affected = {old: name for old, name in owners.items() if name in moving}
     return job_view(job), dependent, affected
 
 
