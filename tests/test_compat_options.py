@@ -235,6 +235,21 @@ def test_keyonlytext_output_and_ignoreseparator_drop_the_trailing_tab(tmp_path: 
     assert read_output(tmp_path / "out2") == b"k\tv\nsolo\n"
 
 
+def test_keyonlytext_map_output_sends_every_copy_of_a_line_to_one_reducer(
+        tmp_path: Path) -> None:
+    """With stream.map.output=keyonlytext the whole line is the key: each line's copies,
+    from every map, meet in one reducer, so counting them gives the pipeline's counts."""
+    (tmp_path / "in").mkdir()
+    for f in range(3):
+        (tmp_path / "in" / f"f{f}").write_bytes(
+            b"".join(b"w%d\n" % ((i * 7 + f) % 41) for i in range(400)))
+    job(tmp_path, "-D", "stream.map.output=keyonlytext", "-D", "stream.reduce.input=keyonlytext",
+        "-numReduceTasks", "3", "-input", "in", "-output", "out", "-mapper", "cat",
+        "-reducer", "uniq -c")
+    assert_same_output(tmp_path / "out", reference(sorted((tmp_path / "in").iterdir()), "cat",
+                                                   "uniq -c", tmp_path))
+
+
 def test_combine_text_input_format_packs_small_files_into_few_maps(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     for i in range(300):

@@ -17,7 +17,7 @@ import pytest
 from hstream import protocol
 from hstream.errors import ProtocolError
 from hstream.hadoop.command import env_name, split_command
-from hstream.hadoop.keyfields import KeySpec
+from hstream.hadoop.keyfields import WHOLE_LINE, KeySpec
 from hstream.job import MapOutput, Split, TaskSpec
 from hstream.task import shuffle, sorting
 from hstream.task.partition import count_groups, partition_of, route_lines, route_sorted
@@ -103,23 +103,29 @@ def _runs_modes() -> list[str]:
 
 @pytest.fixture(params=_runs_modes())
 def runs_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each way of finding key runs this Python can use: possessive regex, and the sliced
-    fallback for Pythons whose possessive repeats are broken (Debian's 3.11.2)."""
+    """Each way of finding key runs this Python can use: possessive regex, and the
+    backtracking fallback for Pythons whose possessive repeats are broken (Debian's 3.11.2)."""
     import hstream.task.partition as part
 
     monkeypatch.setattr(part, "POSSESSIVE", request.param == "possessive")
-    monkeypatch.setattr(part, "_SLICE", 1 << 30 if request.param == "possessive" else 64)
     monkeypatch.setattr(part, "_PATTERNS", {})
     return str(request.param)
 
 
 def test_route_sorted_matches_line_by_line_routing(runs_mode: str) -> None:
+    """Every line goes to its own key's partition, whatever the separator (one that can
+    begin inside a key, like '::' after 'a:'; a newline, where the whole line is the key)
+    and however long a key's run is (a run of hundreds of lines is crossed by searches)."""
     rng = random.Random(5)
-    alphabet = [b"a", b"b", b"\t", b"\x01", b".", b"c", b"\r"]
-    for _ in range(2000):
-        spec = rng.choice([KeySpec(), KeySpec(b".", 2), KeySpec(b"\t", 2), KeySpec(b"::", 1)])
-        lines = sorted(b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
-                       for _ in range(rng.randint(1, 150)))
+    alphabet = [b"a", b"b", b"\t", b"\x01", b".", b"c", b"\r", b":"]
+    specs = [KeySpec(), KeySpec(b".", 2), KeySpec(b"\t", 2), KeySpec(b"::", 1), WHOLE_LINE]
+    for case in range(1500):
+        spec = rng.choice(specs)
+        keys = [b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+                for _ in range(rng.randint(1, 30))]
+        most = 3000 if case % 100 == 0 else 40  # a few runs longer than the first search
+        lines = sorted(key + rng.choice([b"", b"\t1", b"\t2\tx", b".v", b"::w"])
+                       for key in keys for _ in range(rng.choice([1, 1, 3, 17, most])))
         buf = b"\n".join(lines) + b"\n"
         reduces = rng.randint(1, 4)
         fast, slow = [Sink() for _ in range(reduces)], [Sink() for _ in range(reduces)]
@@ -474,7 +480,6 @@ def test_key_runs_memory_does_not_grow_with_run_length(possessive: bool) -> None
     """A backtracking regex keeps ~360 bytes per line of a run; 1M lines must stay flat."""
     code = ("import resource, sys; import hstream.task.partition as P; "
             f"P.POSSESSIVE = P.POSSESSIVE and {possessive}; "
-            "P._SLICE = 1 << 30 if P.POSSESSIVE else 128 << 10; "
             "from hstream.hadoop.keyfields import KeySpec; "
             "from hstream.task.partition import key_runs; "
             "buf = b'k\\t1\\n' * 1_000_000; "

@@ -7,7 +7,8 @@ of reducers: the same on every host, every run, every Python.
 The data path never loops over lines in Python. Map output is routed *after*
 it is sorted, when every line of a key is adjacent: `route_sorted` takes each
 run of lines that share a key as one regex match (a back-reference compares
-the lines in C), so the Python cost is per distinct key, not per line.
+the lines in C), so the Python cost is per distinct key, not per line. A
+common key's long run is crossed by a few C searches (`_run_end`) instead.
 Stdlib only.
 """
 
@@ -30,23 +31,31 @@ def partition_of(key: bytes, reduces: int) -> int:
 
 
 def _runs_pattern(spec: KeySpec, possessive: bool) -> re.Pattern[bytes]:
-    """A regex whose every match is one run of adjacent lines with the same key (group 1).
+    """A regex whose every match is one run of adjacent lines with the same key.
 
-    The back-reference does the line-by-line comparison inside the regex engine, so Python
-    sees one match per distinct key instead of one per line. Quantifiers are possessive
-    (`*+`, `?+`) where the Python has them right: a run never needs to give a line back,
-    and a backtracking repeat keeps state for every line of the run (hundreds of bytes each)
-    and runs several times slower."""
+    Group 1 is the key; group 2 (empty) is set when the run goes on past the match, which
+    takes at most RUN_LINES lines; group 3 is the key of a line with fewer fields than the
+    key has. The back-reference does the line-by-line comparison inside the regex engine,
+    so Python sees one match per distinct key instead of one per line. Quantifiers are
+    possessive (`*+`, `?+`) where the Python has them right: a run never needs to give a line
+    back, and a backtracking repeat keeps state for every line and runs several times slower.
+    """
     star, opt = (b"*+", b"?+") if possessive else (b"*", b"?")
+    upto = b"{0,%d}" % (RUN_LINES - 1) + (b"+" if possessive else b"")
     sep = re.escape(spec.sep)
+    if spec.sep == b"\n":  # the whole line is the key (keyonlytext)
+        return re.compile(rb"([^\n]" + star + rb")\n(?:\1\n)" + upto + rb"(?:(?=\1\n)())?")
     char = rb"[^" + sep + rb"\n]" if len(spec.sep) == 1 else rb"(?:(?!" + sep + rb")[^\n])"
     field = char + star
     more = rb"(?:" + sep + field + rb"){%d}" % (spec.fields - 1) if spec.fields > 1 else b""
-    nkey = field + more
     rest = rb"(?:" + sep + rb"[^\n]" + star + rb")" + opt + rb"\n"
-    full = rb"(" + nkey + rb")(?=" + sep + rb"|\n)" + rest + rb"(?:\1" + rest + rb")" + star
+    # A longer separator can begin inside the key ("a:" + "::x" has key "a"), so a line that
+    # starts with a key and the separator need not have that key: then a match is one line.
+    same = (rb"(?:\1" + rest + rb")" + upto + rb"(?:(?=\1" + sep + rb")())?"
+            if len(spec.sep) == 1 else rb"(?:(?!)())?")
+    full = rb"(" + field + more + rb")(?=" + sep + rb"|\n)" + rest + same
     # A line with fewer than `fields` fields is all key: only identical lines share it.
-    short = rb"([^\n]" + star + rb")\n(?:\2\n)" + star
+    short = rb"([^\n]" + star + rb")\n(?:\3\n)" + upto
     return re.compile(full + rb"|" + short)
 
 
@@ -58,9 +67,9 @@ def _possessive_works() -> bool:
         b"ab\t1\nab\t1\n", b"abc\t1\n"]
 
 
+#: Lines of a run that one regex match takes; a longer run is crossed by `_run_end`.
+RUN_LINES = 16
 POSSESSIVE = _possessive_works()
-#: Without possessive repeats a run costs regex memory per line: scan in slices this big.
-_SLICE = 1 << 30 if POSSESSIVE else 128 << 10
 _PATTERNS: dict[KeySpec, re.Pattern[bytes]] = {}
 
 
@@ -71,52 +80,76 @@ def _pattern(spec: KeySpec) -> re.Pattern[bytes]:
     return pattern
 
 
-def _slices(buf: bytes) -> Iterator[tuple[int, int]]:
-    """(start, stop) of whole-line slices of at most _SLICE bytes (one long line aside)."""
-    pos, n = 0, len(buf)
-    while pos < n:
-        stop = n if n - pos <= _SLICE else (buf.rfind(b"\n", pos, pos + _SLICE) + 1
-                                            or buf.find(b"\n", pos + _SLICE) + 1)
-        yield pos, stop
-        pos = stop
-
-
 def _unparsed(pos: int) -> ValueError:
     return ValueError(f"unparsed map output at offset {pos}")
 
 
 def key_runs(buf: bytes, spec: KeySpec) -> Iterator[tuple[int, int, bytes]]:
-    """(start, end, key) of each run of lines sharing a key; `buf` is whole lines."""
-    pattern = _pattern(spec)
-    for pos, stop in _slices(buf):
-        for m in pattern.finditer(buf, pos, stop):
+    """(start, end, key) of each run of lines sharing a key; `buf` is whole lines.
+
+    A run may come as several, each with the same key. One match holds at most RUN_LINES
+    lines, so the regex keeps bounded state even where its repeats backtrack."""
+    pattern, pos, n = _pattern(spec), 0, len(buf)
+    while pos < n:
+        for m in pattern.finditer(buf, pos):
             start, end = m.span()
             # Never lose or split a line, whatever the regex engine thought of it.
             if start != pos or buf[end - 1] != 0x0A:
                 raise _unparsed(pos)
-            pos = end
+            found = m.lastindex
+            if found == 3:
+                pos = end
+                yield start, end, m.group(3)
+                continue
             key = m.group(1)
-            yield start, end, m.group(2) if key is None else key
-        if pos != stop:
-            raise _unparsed(pos)
+            if found == 2:  # a long run: cross it by C searches, then match on from its end
+                pos = _run_end(buf, end, b"\n" + key + spec.sep)
+                yield start, pos, key
+                break
+            pos = end
+            yield start, end, key
+        else:
+            break
+    if pos != n:
+        raise _unparsed(pos)
+
+
+def _run_end(buf: bytes, end: int, prefix: bytes) -> int:
+    """Where the run ends whose line at `end` begins `prefix[1:]` (key and separator).
+
+    The buffer is sorted, so every line between two lines of a key has that key: the last
+    occurrence of `prefix` in a window is a line of the run, and the window doubles until
+    the line after that occurrence is not. A common key's run costs a few searches."""
+    head, width = prefix[1:], 4096
+    while True:
+        found = buf.rfind(prefix, end - 1, end - 1 + len(prefix) + width)
+        end = buf.index(b"\n", found + len(prefix) - 1) + 1
+        if not buf.startswith(head, end):
+            return end
+        width <<= 1
 
 
 def route_sorted(buf: bytes, spec: KeySpec, sinks: list[Sink]) -> int:
     """Write each run of `buf` (whole lines, sorted by key) to its partition's sink.
 
     Returns the number of runs (distinct keys in the buffer, up to run splits). Adjacent
-    runs of one partition go out as one write: a third less of the map's hottest loop."""
+    runs of one partition are one slice, and each sink gets its slices in one write: a
+    write per slice cost as much as finding the runs."""
     reduces, crc = len(sinks), zlib.crc32
+    slices: list[list[bytes]] = [[] for _ in sinks]
     runs, part, since = 0, -1, 0
     for start, _, key in key_runs(buf, spec):
         p = crc(key) % reduces
         if p != part:
             if part >= 0:
-                sinks[part].write(buf[since:start])
+                slices[part].append(buf[since:start])
             part, since = p, start
         runs += 1
     if part >= 0:
-        sinks[part].write(buf[since:])
+        slices[part].append(buf[since:])
+    for sink, parts in zip(sinks, slices, strict=True):
+        if parts:
+            sink.write(parts[0] if len(parts) == 1 else b"".join(parts))
     return runs
 
 
