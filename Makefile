@@ -12,7 +12,7 @@ lint:
 	$(PYTHON) -m mypy hstream
 
 test: lint
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
+	$(PYTHON) -m pytest -q --durations=25 $(PYTEST_ARGS) tests
 
 example: install
 	rm -rf /tmp/hstream-example-out
