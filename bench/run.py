@@ -35,6 +35,7 @@ import os
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -469,11 +470,21 @@ def spark_note(rows: list[Measure], start: float) -> str:
     return text + f"; the standalone cluster took {start:.1f} s to start (not in the row)"
 
 
+def own_cpu(m: Measure) -> tuple[float, float]:
+    """hstream's own CPU seconds (client, daemons, runners) and all sampled CPU seconds: the
+    issue's target is own under 5% of all."""
+    own = sum(c for r, c in m.role_cpu.items() if r in OWN_ROLES)
+    return own, sum(m.role_cpu.values())
+
+
 def breakdown(m: Measure) -> str:
     own = ", ".join(f"{r} {_mb(m.role_rss[r])}" for r in OWN_ROLES if r in m.role_rss)
     cpu = ", ".join(f"{r} {c:.1f}" for r, c in sorted(m.role_cpu.items(), key=lambda x: -x[1])
                     if c >= 0.05)
     text = f"  {m.name}\n    CPU s by process (sampled): {cpu}\n"
+    mine, total = own_cpu(m)
+    if mine:
+        text += f"    hstream's own CPU: {mine:.1f} of {total:.1f} s ({mine / total:.1%})\n"
     if own:
         text += (f"    hstream's own processes, peak RSS MB of one: {own}"
                  f"; all at once: {_mb(m.own_rss_sum)}\n")
@@ -482,6 +493,58 @@ def breakdown(m: Measure) -> str:
                  f" (longest {longest:5.1f}),"
                  f" CPU runner {runner:5.1f} s, children {kids:5.1f} s\n")
     return text.rstrip("\n")
+
+
+def rounds_summary(rounds: list[list[Measure]]) -> str:
+    """Each hstream row's ratio (against the pipeline of its own round, run just before it)
+    and own CPU share, round by round, with their medians."""
+    lines = [f"medians over {len(rounds)} rounds (each ratio against its own round's pipeline):"]
+    for i, m in enumerate(rounds[0][1:], start=1):
+        done = [r for r in rounds if r[i].wall and r[0].wall and r[i].status == 0]
+        ratios = [r[i].wall / r[0].wall for r in done]
+        shares = [own_cpu(r[i])[0] / own_cpu(r[i])[1] for r in done if own_cpu(r[i])[1]]
+        if not ratios:
+            continue
+        text = (f"  {m.name:<38} ratio {' '.join(f'{x:.2f}' for x in ratios)}"
+                f"  median {statistics.median(ratios):.2f}")
+        if shares and any(shares):
+            text += f";  own CPU median {statistics.median(shares):.1%}"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def run_round(args: argparse.Namespace, reduces: list[int], data: str, inputs: list[str],
+              rundir: str, env: dict[str, str], tag: str) -> list[Measure]:
+    """The pipeline, then hstream with each number of reducers, outputs checked against the
+    pipeline's. Output directories carry `tag` so rounds never share one."""
+    ref_out = os.path.join(rundir, f"pipeline{tag}.out")
+    base = run_pipeline(inputs, ref_out, env, rundir)
+    print(f"  ran {base.name}: {base.wall:.1f} s", flush=True)
+    rows = [base]
+    outputs: dict[str, str] = {}
+    for r in reduces:
+        out = os.path.join(rundir, f"hstream-r{r}{tag}")
+        m = run_hstream(data, out, r, args.workers, env, rundir)
+        print(f"  ran {m.name}: {m.wall:.1f} s", flush=True)
+        rows.append(m)
+        outputs[m.name] = out
+    check_outputs(rows, outputs, ref_out)
+    return rows
+
+
+def check_outputs(rows: list[Measure], outputs: dict[str, str], ref_out: str) -> None:
+    """Each row's output against the pipeline's, per key."""
+    base = rows[0]
+    reference = read_output(ref_out) if base.status == 0 else None
+    for m in rows[1:]:
+        if m.status == 0 and m.wall and reference is not None and m.name in outputs:
+            got = read_output(outputs[m.name])
+            m.ok = got == reference
+            if not m.ok:
+                m.note = f"{len(got)} vs {len(reference)} output lines"
+    if reference is not None:
+        base.ok = True
+        base.note = f"reference, {len(reference)} keys"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -496,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the outputs in bench/results")
     p.add_argument("--unbuffered", action="store_true",
                    help="run both sides with PYTHONUNBUFFERED=1 (a mapper flushing every line)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds of pipeline and hstream runs, one after the other; prints each "
+                        "row's median ratio and own CPU share (default 1)")
     p.add_argument("--spark", action=argparse.BooleanOptionalAction, default=True,
                    help="also run --runner spark on a standalone cluster (default: yes; a row "
                         "says why not if pyspark or Java is missing)")
@@ -519,18 +585,15 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     print(f"load average before the runs: {load:.2f}"
           + (" (busy machine: figures are noisy)" if load > 0.5 * (os.cpu_count() or 1) else ""))
-    ref_out = os.path.join(rundir, "pipeline.out")
-    base = run_pipeline(inputs, ref_out, env, rundir)
-    print(f"  ran {base.name}: {base.wall:.1f} s", flush=True)
-    reference = read_output(ref_out) if base.status == 0 else None
-    rows = [base]
+    rounds = []
+    for n in range(max(args.repeat, 1)):
+        if args.repeat > 1:
+            print(f"round {n + 1} of {args.repeat}", flush=True)
+        rounds.append(run_round(args, reduces, data, inputs, rundir, env, f"-{n + 1}" * (n > 0)))
+    rows: list[Measure] = rounds[0][:]
     outputs: dict[str, str] = {}
-    for r in reduces:
-        out = os.path.join(rundir, f"hstream-r{r}")
-        m = run_hstream(data, out, r, args.workers, env, rundir)
-        print(f"  ran {m.name}: {m.wall:.1f} s", flush=True)
-        rows.append(m)
-        outputs[m.name] = out
+    base = rows[0]
+    ref_out = os.path.join(rundir, "pipeline.out")
     spark_start = 0.0
     if args.spark:
         r = max(reduces)
@@ -545,19 +608,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ran {m.name}: {m.wall:.1f} s", flush=True)
             rows.append(m)
             outputs[m.name] = out
-    for m in rows[1:]:
-        if m.status == 0 and m.wall and reference is not None and m.name in outputs:
-            got = read_output(outputs[m.name])
-            m.ok = got == reference
-            if not m.ok:
-                m.note = f"{len(got)} vs {len(reference)} output lines"
-    if reference is not None:
-        base.ok = True
-        base.note = f"reference, {len(reference)} keys"
+    check_outputs(rows, outputs, ref_out)
 
     print()
     print(table(rows, base))
     print(spark_note(rows, spark_start))
+    if len(rounds) > 1:
+        print(rounds_summary(rounds))
     print()
     print("where the CPU goes:")
     for m in rows:
@@ -565,16 +622,18 @@ def main(argv: list[str] | None = None) -> int:
             print(breakdown(m))
     with open(os.path.join(rundir, "results.json"), "w") as f:
         json.dump({"size_mb": args.size, "seed": args.seed, "corpus": data,
-                   "runs": [asdict(m) for m in rows]}, f, indent=1)
+                   "runs": [asdict(m) for m in rows],
+                   "rounds": [[asdict(m) for m in r] for r in rounds[1:]]}, f, indent=1)
     if not args.keep:
         for name in os.listdir(rundir):
             path = os.path.join(rundir, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
-            elif name == "pipeline.out":
+            elif name.startswith("pipeline") and name.endswith(".out"):
                 os.unlink(path)
     print(f"\nlogs and results.json: {rundir}")
-    failed = [m for m in rows if m.wall and (m.status != 0 or m.ok is False)]
+    every = [m for r in rounds[1:] for m in r] + rows
+    failed = [m for m in every if m.wall and (m.status != 0 or m.ok is False)]
     return 1 if any(m.name.startswith(("pipeline", "hstream")) for m in failed) else 0
 
 
