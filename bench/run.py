@@ -279,11 +279,12 @@ def read_output(path: str) -> list[bytes]:
     return lines
 
 
-def run_pipeline(inputs: list[str], out: str, env: dict[str, str], logdir: str) -> Measure:
+def run_pipeline(inputs: list[str], out: str, env: dict[str, str], logdir: str,
+                 tag: str = "") -> Measure:
     script = (f"cat {' '.join(map(shlex.quote, inputs))} | ./{MAPPER} | LC_ALL=C sort"
               f" | ./{REDUCER} > {shlex.quote(out)}")
     return measure("pipeline: cat | map | sort | reduce", ["sh", "-c", script], env, HERE,
-                   os.path.join(logdir, "pipeline.log"))
+                   os.path.join(logdir, f"pipeline{tag}.log"))
 
 
 def hstream_argv() -> list[str]:
@@ -292,7 +293,7 @@ def hstream_argv() -> list[str]:
 
 
 def run_hstream(data: str, out: str, reduces: int, workers: int | None, env: dict[str, str],
-                logdir: str) -> Measure:
+                logdir: str, tag: str = "") -> Measure:
     argv = [*hstream_argv(), "jar-free", "-input", data, "-output", out, "-mapper", MAPPER,
             "-reducer", REDUCER, "-numReduceTasks", str(reduces)]
     if workers:
@@ -301,7 +302,7 @@ def run_hstream(data: str, out: str, reduces: int, workers: int | None, env: dic
     # cwd is bench/: the mapper and reducer are local files, shipped by name as a user's would be,
     # and no ./cluster.ini is picked up.
     m = measure(name, argv, {**env, "HSTREAM_KEEP_RUNDIR": "1"}, HERE,
-                os.path.join(logdir, f"hstream-r{reduces}.log"))
+                os.path.join(logdir, f"hstream-r{reduces}{tag}.log"))
     for (kind, stage), laps in sorted(task_stages(m.task_logs).items()):
         # tasks, wall sum, wall max, runner CPU sum, children CPU sum
         m.stages[f"{kind}: {stage}"] = [len(laps), sum(x[0] for x in laps),
@@ -516,15 +517,15 @@ def rounds_summary(rounds: list[list[Measure]]) -> str:
 def run_round(args: argparse.Namespace, reduces: list[int], data: str, inputs: list[str],
               rundir: str, env: dict[str, str], tag: str) -> list[Measure]:
     """The pipeline, then hstream with each number of reducers, outputs checked against the
-    pipeline's. Output directories carry `tag` so rounds never share one."""
+    pipeline's. Outputs and logs carry `tag`, so rounds never share one."""
     ref_out = os.path.join(rundir, f"pipeline{tag}.out")
-    base = run_pipeline(inputs, ref_out, env, rundir)
+    base = run_pipeline(inputs, ref_out, env, rundir, tag)
     print(f"  ran {base.name}: {base.wall:.1f} s", flush=True)
     rows = [base]
     outputs: dict[str, str] = {}
     for r in reduces:
         out = os.path.join(rundir, f"hstream-r{r}{tag}")
-        m = run_hstream(data, out, r, args.workers, env, rundir)
+        m = run_hstream(data, out, r, args.workers, env, rundir, tag)
         print(f"  ran {m.name}: {m.wall:.1f} s", flush=True)
         rows.append(m)
         outputs[m.name] = out
