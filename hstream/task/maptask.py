@@ -280,12 +280,13 @@ class _PartitionSink:
             self.sort.stdin.close()
 
     def write(self, data: bytes | memoryview, lines: int | None = None) -> None:
-        """Lines for this partition (`lines` of them, if the caller counted)."""
-        if lines is None:
-            assert not isinstance(data, memoryview)
-            lines = data.count(b"\n")
-        self.records += lines
+        """Lines for this partition (`lines` of them, if the caller counted); they are
+        counted only for the combiner's counters."""
         if self.combiner is not None:
+            if lines is None:
+                assert not isinstance(data, memoryview)
+                lines = data.count(b"\n")
+            self.records += lines
             assert self.combiner.stdin is not None
             self.combiner.stdin.write(data)
         else:
