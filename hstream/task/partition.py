@@ -103,7 +103,7 @@ def key_runs(buf: bytes, spec: KeySpec) -> Iterator[tuple[int, int, bytes]]:
                 continue
             key = m.group(1)
             if found == 2:  # a long run: cross it by C searches, then match on from its end
-                pos = _run_end(buf, end, b"\n" + key + spec.sep)
+                pos = _run_end(buf, end, b"\n" + key + spec.sep, 2 * (end - start))
                 yield start, pos, key
                 break
             pos = end
@@ -114,13 +114,15 @@ def key_runs(buf: bytes, spec: KeySpec) -> Iterator[tuple[int, int, bytes]]:
         raise _unparsed(pos)
 
 
-def _run_end(buf: bytes, end: int, prefix: bytes) -> int:
+def _run_end(buf: bytes, end: int, prefix: bytes, width: int) -> int:
     """Where the run ends whose line at `end` begins `prefix[1:]` (key and separator).
 
     The buffer is sorted, so every line between two lines of a key has that key: the last
     occurrence of `prefix` in a window is a line of the run, and the window doubles until
-    the line after that occurrence is not. A common key's run costs a few searches."""
-    head, width = prefix[1:], 4096
+    the line after that occurrence is not. A common key's run costs a few searches. The
+    first window is twice what the run's first lines took, so a run just longer than one
+    match scans little beyond its end."""
+    head = prefix[1:]
     while True:
         found = buf.rfind(prefix, end - 1, end - 1 + len(prefix) + width)
         end = buf.index(b"\n", found + len(prefix) - 1) + 1
