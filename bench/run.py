@@ -503,7 +503,7 @@ def rounds_summary(rounds: list[list[Measure]]) -> str:
     for i, m in enumerate(rounds[0][1:], start=1):
         done = [r for r in rounds if r[i].wall and r[0].wall and r[i].status == 0]
         ratios = [r[i].wall / r[0].wall for r in done]
-        shares = [own_cpu(r[i])[0] / own_cpu(r[i])[1] for r in done if own_cpu(r[i])[1]]
+        shares = [mine / total for mine, total in (own_cpu(r[i]) for r in done) if total]
         if not ratios:
             continue
         text = (f"  {m.name:<38} ratio {' '.join(f'{x:.2f}' for x in ratios)}"
@@ -529,15 +529,15 @@ def run_round(args: argparse.Namespace, reduces: list[int], data: str, inputs: l
         print(f"  ran {m.name}: {m.wall:.1f} s", flush=True)
         rows.append(m)
         outputs[m.name] = out
-    check_outputs(rows, outputs, ref_out)
+    check_outputs(base, rows[1:], outputs, ref_out)
     return rows
 
 
-def check_outputs(rows: list[Measure], outputs: dict[str, str], ref_out: str) -> None:
-    """Each row's output against the pipeline's, per key."""
-    base = rows[0]
+def check_outputs(base: Measure, rows: list[Measure], outputs: dict[str, str],
+                  ref_out: str) -> None:
+    """Each row's output against the pipeline's (`base`, which wrote `ref_out`), per key."""
     reference = read_output(ref_out) if base.status == 0 else None
-    for m in rows[1:]:
+    for m in rows:
         if m.status == 0 and m.wall and reference is not None and m.name in outputs:
             got = read_output(outputs[m.name])
             m.ok = got == reference
@@ -609,7 +609,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ran {m.name}: {m.wall:.1f} s", flush=True)
             rows.append(m)
             outputs[m.name] = out
-    check_outputs(rows, outputs, ref_out)
+    if outputs:  # the Spark and peer rows; round 1's hstream rows are checked already
+        check_outputs(base, rows[len(rounds[0]):], outputs, ref_out)
 
     print()
     print(table(rows, base))
