@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Word count that misbehaves on purpose, as MIT 6.824's crash plugin: `crash_wc.py map|reduce`.
 
-Knobs (environment, seeded by the attempt id so every re-run decides afresh and a
-run is reproducible):
+Knobs (environment, seeded by the task and attempt number, not the job id, which is new every
+run: every re-run of a task decides afresh, and a seed gives the same crashes every run):
   CRASH_SEED      set: exit 1 on ~1/3 of attempts (after a random share of the input,
                   so partial output exists) and sleep up to SLEEP_MAX s on another ~1/3
   SLEEP_MAX       seconds, default 1.5
@@ -41,7 +41,8 @@ for rule in filter(None, os.environ.get("HOLD", "").split(",")):
         while not os.path.exists(path):
             time.sleep(0.05)
 
-rng = random.Random(f"{os.environ.get('CRASH_SEED', '')}:{attempt_id}")
+which = re.search(r"[mr]_\d+_\d+$", attempt_id)  # m_000003_0 of attempt_<job>_m_000003_0
+rng = random.Random(f"{os.environ.get('CRASH_SEED', '')}:{which.group() if which else attempt_id}")
 if os.environ.get("DELAY_MAX"):
     time.sleep(rng.uniform(0, float(os.environ["DELAY_MAX"])))
 crash_after = None
