@@ -144,16 +144,26 @@ def test_pooled_work_runs_on_kept_threads_and_a_stuck_one_holds_only_its_own() -
      "chain.a": "${chain.b}!", "chain.b": "${mapreduce.task.attempt.id}", "plain": "x",
      "loop.a": "${loop.b}", "loop.b": "${loop.a}${mapreduce.task.partition}",
      "mapred.task.id": "set by the job", "mapreduce.task.timeout": "${user.name}"},
+    # two properties, one variable name: the later one's value, as Hadoop's export gives
+    {"my_dir": "the job's", "my.dir": "${hadoop.tmp.dir}", "stream.x": "kept whole"},
+    {"mapreduce_task_partition": "the job's", "mapreduce_map_input_file": "the job's too"},
 ])
 def test_an_attempts_view_of_the_job_equals_the_whole_expansion(job: dict[str, str]) -> None:
     """A runner expands the job's ~1,800 properties once and only what leads to an attempt's
     own (its ids, directories, input file) per attempt: the result must be exactly Hadoop's
-    expansion of all of them, attempt after attempt."""
-    from hstream.hadoop import properties
+    expansion of all of them, attempt after attempt; and so must the environment made from
+    it, whose job part is named once (`command.attempt_environment`)."""
+    from hstream.hadoop import command, properties
 
+    base = {"PATH": "/bin", "my_dir": "from the worker"}
     for n, path in enumerate(["/in/a ${x}.txt", "/in/b.txt", "/in/c.txt"]):
         own = {"mapreduce.task.attempt.id": f"attempt_1_0001_m_{n:06d}_0",
                "mapreduce.task.partition": str(n), "hadoop.tmp.dir": f"/w/a{n}/tmp",
                "mapreduce.job.local.dir": f"/w/a{n}/work", "mapreduce.map.input.file": path,
                "map.input.file": path}
-        assert properties.attempt_view(job, own) == properties.job_view({**job, **own})
+        whole = properties.job_view({**job, **own})
+        assert properties.attempt_view(job, own) == whole
+        for truncate in (-1, 4):
+            cmdenv = {"CMD": str(n)}
+            assert command.attempt_environment(job, own, cmdenv, base, truncate) == \
+                command.task_environment(whole, cmdenv, base, truncate), (n, truncate)

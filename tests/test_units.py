@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import random
 import socket
 import subprocess
@@ -16,9 +18,9 @@ import pytest
 
 from hstream import protocol
 from hstream.errors import ProtocolError
-from hstream.hadoop.command import env_name, split_command
+from hstream.hadoop.command import env_name, resolve, split_command
 from hstream.hadoop.keyfields import WHOLE_LINE, KeySpec
-from hstream.job import MapOutput, Split, TaskSpec
+from hstream.job import MapOutput, ShipFile, Split, TaskResult, TaskSpec, to_dict
 from hstream.task import shuffle, sorting
 from hstream.task.partition import count_groups, partition_of, route_lines, route_sorted
 from hstream.task.sorting import (
@@ -458,6 +460,71 @@ def test_command_splitting_like_hadoop() -> None:
     assert split_command("x ''") == ["x", ""]
     assert env_name("mapreduce.job.id") == "mapreduce_job_id"
     assert env_name("stream.map-output") == "stream_map_output"
+
+
+def test_a_command_is_found_again_when_the_one_found_before_went_away(tmp_path: Path) -> None:
+    """A runner remembers where a command is for map after map; a program that is gone from
+    there (a package upgrade) is searched for along PATH again."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    for d in (first, second):
+        d.mkdir()
+        (d / "tool").write_text("#!/bin/sh\n")
+        (d / "tool").chmod(0o755)
+    path = f"{first}:{second}"
+    assert resolve("tool -x", str(tmp_path), path=path) == [str(first / "tool"), "-x"]
+    (first / "tool").unlink()
+    assert resolve("tool -x", str(tmp_path), path=path) == [str(second / "tool"), "-x"]
+    (second / "tool").unlink()
+    with pytest.raises(FileNotFoundError, match="command not found: tool"):
+        resolve("tool", str(tmp_path), path=path)
+
+
+def test_messages_as_dicts_are_asdicts_copies() -> None:
+    """`to_dict` skips `asdict`'s deep copy of each leaf; it must still give the same dict,
+    nested dataclasses included, and share no container with the object."""
+    spec = TaskSpec(job_id="job_1_0001", kind="map", index=3, attempt=1, num_reduces=2,
+                    command="cat", combiner=None, conf={"a.b": "1"}, env={"E": "x"},
+                    files=[ShipFile("/p/f", "f", archive=True)], output_dir="/o",
+                    split=Split("/in", 0, 9, parts=[Split("/in2", 1, 2)], reader={"r": "s"}),
+                    sources=[MapOutput(0, "attempt_1_0001_m_000000_0", "h", 1)])
+    result = TaskResult(ok=True, counters={"G": {"n": 1}}, stderr_tail=["e"], packed=[0, 5])
+    for obj in (spec, result, TaskResult(ok=False)):
+        assert to_dict(obj) == dataclasses.asdict(obj)
+    copied = to_dict(spec)
+    copied["conf"]["a.b"] = "changed"
+    copied["split"]["parts"][0]["path"] = "changed"
+    copied["files"].append({})
+    assert spec.conf == {"a.b": "1"} and spec.split is not None
+    assert spec.split.parts[0].path == "/in2" and len(spec.files) == 1
+
+
+def test_a_runners_task_log_follows_it_from_attempt_to_attempt(tmp_path: Path) -> None:
+    """A kept runner logs each attempt to that attempt's own task.log, made on its first
+    record: nothing of one attempt's log in the next's directory, no file for a silent one."""
+    from hstream.task.__main__ import _log_to
+
+    top = logging.getLogger()
+    saved = top.handlers[:], top.level
+    try:
+        roots = [tmp_path / name for name in ("a1", "a2", "a3")]
+        for root in roots:
+            root.mkdir()
+        _log_to(str(roots[0]))
+        logging.getLogger("hstream.test").info("first attempt")
+        _log_to(str(roots[1]))  # a map that logs nothing
+        _log_to(str(roots[2]))
+        logging.getLogger("hstream.test").warning("third attempt")
+        assert len(top.handlers) == 1
+        top.handlers[0].flush()
+        assert "first attempt" in (roots[0] / "task.log").read_text()
+        assert not (roots[1] / "task.log").exists()
+        third = (roots[2] / "task.log").read_text()
+        assert "third attempt" in third and "first" not in third
+    finally:
+        for h in top.handlers:
+            h.close()
+        top.handlers[:] = saved[0]
+        top.setLevel(saved[1])
 
 
 # -- lines ----------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import re
 import shutil
 import sys
 
+from hstream.hadoop import properties
+
 #: Commands that name Hadoop's Java classes run hstream's own Python versions.
 BUILTINS = {
     "aggregate": "hstream.hadoop.aggregate",
@@ -88,10 +90,21 @@ def resolve(command: str, cwd: str, path: str | None = None, kind: str = "map") 
         make_executable(local)
         _check_executable(local, program)
         return [local, *argv[1:]]
-    found = shutil.which(program, path=path if path is not None else os.environ.get("PATH"))
+    found = _which(program, path if path is not None else os.environ.get("PATH"))
+    if found is None or not os.access(found, os.X_OK):
+        _which.cache_clear()
+        found = shutil.which(program, path=path if path is not None else os.environ.get("PATH"))
     if found is None:
         raise FileNotFoundError(f"command not found: {program}")
     return [found, *argv[1:]]
+
+
+@functools.lru_cache(maxsize=16)
+def _which(program: str, path: str | None) -> str | None:
+    """`shutil.which`, remembered: a runner starts the same command for map after map of a
+    job, and the search tests every directory of a long PATH. A program that went away is
+    searched for again (`resolve`)."""
+    return shutil.which(program, path=path)
 
 
 def _owned(path: str, cwd: str) -> bool:
@@ -153,14 +166,50 @@ def task_environment(conf: dict[str, str], cmdenv: dict[str, str], base: dict[st
     """The environment a task's command sees: base, then the job's properties, then -cmdenv.
 
     `stream.jobconf.truncate.limit` (`truncate`) shortens values, except the settings the
-    built-ins read from here, which are short and must arrive whole."""
+    built-ins read from here, which are short and must arrive whole (`_named`)."""
     env = dict(base)
-    if truncate < 0:  # the usual case, made for every attempt: names from the cache, in C
-        env.update(zip(map(env_name, conf), conf.values(), strict=True))
-    else:
-        for key, value in conf.items():
-            if not key.startswith(WHOLE_SETTINGS):
-                value = value[:truncate]
-            env[env_name(key)] = value
+    env.update(_named(conf, truncate))
     env.update(cmdenv)
     return env
+
+
+def attempt_environment(job: dict[str, str], own: dict[str, str], cmdenv: dict[str, str],
+                        base: dict[str, str], truncate: int = -1) -> dict[str, str]:
+    """`task_environment(attempt_view(job, own), …)` for attempt after attempt of one job: the
+    job's ~1,800 variables are named once per job and copied in C; only the few dozen that
+    depend on the attempt are named each time, over it: as in the whole view, where they come
+    last or keep their place. A job view where two properties have one variable name (`a.b`
+    and `a_b`) takes the whole way, which keeps the later one's value."""
+    view, over = properties.attempt_overlay(job, own)
+    named = _job_named(view, truncate)
+    if named is None:
+        return task_environment({**view, **over}, cmdenv, base, truncate)
+    env = dict(base)
+    env.update(named)
+    env.update(_named(over, truncate))
+    env.update(cmdenv)
+    return env
+
+
+def _named(conf: dict[str, str], truncate: int) -> dict[str, str]:
+    """Properties under their variable names; `stream.jobconf.truncate.limit` (`truncate`)
+    shortens values, except the settings the built-ins read from here."""
+    if truncate < 0:  # the usual case: names from the cache, in C
+        return dict(zip(map(env_name, conf), conf.values(), strict=True))
+    return {env_name(key): value if key.startswith(WHOLE_SETTINGS) else value[:truncate]
+            for key, value in conf.items()}
+
+
+#: The last job view named by `_job_named`, its truncation and the result (a runner serves
+#: one job): (view, truncate, named or None).
+_last_named: list[tuple[dict[str, str], int, dict[str, str] | None]] = []
+
+
+def _job_named(view: dict[str, str], truncate: int) -> dict[str, str] | None:
+    """`_named(view)`, made once per job view; None if two properties share a name."""
+    for seen, cut, named in _last_named:
+        if seen is view and cut == truncate:
+            return named
+    named = _named(view, truncate)
+    _last_named[:] = [(view, truncate, named if len(named) == len(view) else None)]
+    return _last_named[0][2]

@@ -22,6 +22,8 @@ import functools
 import getpass
 import os
 import re
+from collections import ChainMap
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -259,7 +261,7 @@ def tmpdir() -> str:
     return os.environ.get("TMPDIR") or "/tmp"
 
 
-def expand(value: str, conf: dict[str, str], system: dict[str, str]) -> str:
+def expand(value: str, conf: Mapping[str, str], system: dict[str, str]) -> str:
     """Configuration.get's variable expansion: `${name}` from the job, then system properties."""
     for _ in range(_MAX_SUBST):
         m = _VAR.search(value)
@@ -298,15 +300,23 @@ def attempt_view(job: dict[str, str], attempt: dict[str, str]) -> dict[str, str]
     serves many): what does not depend on the attempt's own properties, nearly all of it, is
     expanded once per job; only the attempt's properties, the values that lead to them
     through `${…}`, and their old names are made per attempt."""
+    base, over = attempt_overlay(job, attempt)
+    return {**base, **over}
+
+
+def attempt_overlay(job: dict[str, str], attempt: dict[str, str]
+                    ) -> tuple[dict[str, str], dict[str, str]]:
+    """`attempt_view` in two parts: the job's view, the same object attempt after attempt
+    (do not change it), and what the attempt puts over it (a few dozen properties)."""
     base, dependent, owners = _job_part(tuple(job.items()), tuple(sorted(attempt)))
-    full = {**_raw_view()[0], **job, **attempt}
+    full = ChainMap(attempt, job, _raw_view()[0])  # looked up a few dozen times: not copied
     system = _system_properties()
-    view = {**base, **attempt}
+    over = dict(attempt)
     for key in dependent:
-        view[key] = expand(full[key], full, system)
+        over[key] = expand(full[key], full, system)
     for old, name in owners.items():
-        view[old] = view[name]
-    return view
+        over[old] = over[name]
+    return base, over
 
 
 @functools.lru_cache(maxsize=4)

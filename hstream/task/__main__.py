@@ -88,15 +88,31 @@ def _attempt(root: str, stdin: IO[bytes]) -> tuple[TaskSpec, TaskResult]:
     return spec, result
 
 
+class _TaskLog(logging.FileHandler):
+    """The attempt's task.log, made on its first record (a small map that went well writes
+    none); a runner's next attempt moves it to its own directory (`_log_to`)."""
+
+    def move_to(self, path: str) -> None:
+        with self.lock:  # type: ignore[union-attr]  # Handler.createLock made it
+            if self.stream is not None:
+                self.stream.close()
+                self.stream = None  # reopened on the next record
+            self.baseFilename = path
+
+
 def _log_to(root: str) -> None:
-    """This attempt's task.log, made on its first record (a small map that went well writes
-    none)."""
-    handler = logging.FileHandler(os.path.join(root, "task.log"), delay=True)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    """Log to this attempt's task.log: the runner's handler moved, or one made and put in
+    place of the zygote's."""
+    path = os.path.join(root, "task.log")
     top = logging.getLogger()
     for old in top.handlers[:]:
+        if isinstance(old, _TaskLog):
+            old.move_to(path)
+            return
         top.removeHandler(old)
         old.close()
+    handler = _TaskLog(path, delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     top.addHandler(handler)
     top.setLevel(logging.INFO)
 

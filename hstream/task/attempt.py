@@ -33,7 +33,7 @@ from typing import IO, Any
 
 from hstream import protocol
 from hstream.hadoop import command as commands
-from hstream.hadoop import keyfields, properties
+from hstream.hadoop import keyfields
 from hstream.hadoop.codecs import CODECS
 from hstream.hadoop.keyfields import KeySpec
 from hstream.job import TaskSpec, plain_name
@@ -223,8 +223,7 @@ class Attempt:
         base["TMPDIR"] = self.tmp
         base["PATH"] = self.work + os.pathsep + base.get("PATH", os.defpath)
         truncate = int(s.conf.get("stream.jobconf.truncate.limit", "-1"))
-        env = commands.task_environment(properties.attempt_view(s.conf, own), s.env, base,
-                                        truncate)
+        env = commands.attempt_environment(s.conf, own, s.env, base, truncate)
         env["mapreduce_task_is_map"] = env["mapreduce_task_ismap"]
         return env
 
