@@ -358,6 +358,6 @@ TO_WORKER: dict[str, Op] = {
 
 #: A worker's shuffle server: a reducer fetching one map's partition.
 SHUFFLE: dict[str, Op] = {
-    "fetch": Op({"job_id": JOB, "attempt_id": ATTEMPT, "partition": integer(0, MAX_REDUCES)},
-                ANYONE),
+    "fetch": Op({"job_id": JOB, "attempt_id": ATTEMPT, "partition": integer(0, MAX_REDUCES),
+                 "in_place": flag(required=False)}, ANYONE),
 }

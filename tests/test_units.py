@@ -634,6 +634,80 @@ def test_a_reducer_fetches_many_maps_from_a_host_over_few_connections(
     assert 1 <= len(connects) <= shuffle.FETCH_THREADS
 
 
+def test_a_reducer_on_the_maps_host_merges_their_files_where_they_are(
+        shuffle_server: tuple[int, protocol.Auth, Path], tmp_path: Path) -> None:
+    """On one host (the embedded cluster) a map output file is read where it is, not copied
+    through the worker and the reducer with an HMAC per frame: the merge gets the map's own
+    file, in map order; small ones still go into packs; and the files stay as they were."""
+    from hstream.task import shuffle
+    from hstream.task.sorting import SortOrder
+
+    port, auth, maps = shuffle_server
+    sources = _map_outputs(maps, 12, port)
+    big = maps / sources[5].attempt_id / "part-00000"
+    lines = shuffle.PACK_SEGMENT // 10 + 1  # over the size that goes into a pack
+    big.write_bytes(b"".join(b"k%06d\tv\n" % i for i in range(lines)))
+    small = sum((maps / s.attempt_id / "part-00000").stat().st_size for s in sources) - \
+        (maps / sources[5].attempt_id / "part-00000").stat().st_size
+    spec = TaskSpec("job_1_0001", "reduce", 0, 0, 1, "cat", None, {}, {}, [], str(tmp_path),
+                    sources=sources, num_maps=len(sources))
+    for in_place in (True, False):
+        dest = tmp_path / f"inputs-{in_place}"
+        dest.mkdir()
+        plan = shuffle.PackPlan(SortOrder(), 1 << 20, str(tmp_path))
+        fetched = shuffle.fetch_all(spec, str(dest), auth, pack=plan, in_place=in_place)
+        assert fetched.failed_map is None and fetched.records == 11 + lines
+        assert fetched.maps == 12 and fetched.bytes == small + big.stat().st_size
+        first = fetched.paths[0]
+        assert (first == str(big)) is in_place and Path(first).read_bytes() == big.read_bytes()
+        assert len(fetched.paths) == 2 and Path(fetched.paths[1]).parent == dest  # one pack
+    assert (maps / sources[0].attempt_id / "part-00000").read_bytes() == b"k0\tv\n"
+
+
+def test_a_map_file_announced_in_place_but_not_openable_as_such_is_fetched_instead(
+        tmp_path: Path) -> None:
+    """The `local` reply is the worker's guess that the reducer shares its files: a file that
+    is not the one announced (another inode: a container sharing only the address) must not
+    be read."""
+    from hstream.task import shuffle
+
+    path = tmp_path / "part-00000"
+    path.write_bytes(b"a\t1\nb\t2\n")
+    st = path.stat()
+    src = MapOutput(0, "attempt_1_0001_m_000000_0", "127.0.0.1", 1)
+    head = {"op": "local", "path": str(path), "size": st.st_size, "device": st.st_dev,
+            "inode": st.st_ino, "keyed": False}
+    whole = shuffle._read_in_place(head, src, pack_limit=-1)
+    assert whole is not None and (whole.path, whole.records, whole.size) == (str(path), 2, 8)
+    small = shuffle._read_in_place(head, src, pack_limit=1 << 10)
+    assert small is not None and small.data == path.read_bytes() and small.path is None
+    for wrong in ({"inode": st.st_ino + 1}, {"size": 7}, {"path": str(tmp_path / "gone")}):
+        assert shuffle._read_in_place({**head, **wrong}, src, pack_limit=-1) is None, wrong
+    with pytest.raises(ProtocolError, match="malformed local reply"):
+        shuffle._read_in_place({**head, "path": "relative/part"}, src, pack_limit=-1)
+
+
+def test_only_a_reducer_on_the_servers_own_address_is_told_to_read_in_place() -> None:
+    """A reducer connecting from another address (another host) gets the bytes, never a path."""
+    from hstream.task import shuffle
+
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        for source in ("127.0.0.1", "127.0.0.2"):
+            client = socket.socket()
+            client.bind((source, 0))
+            client.connect(server.getsockname())
+            conn, _ = server.accept()
+            chan = protocol.Channel(conn, b"k" * 32, True, "peer")
+            try:
+                assert shuffle._same_host(chan) is (source == "127.0.0.1")
+            finally:
+                conn.close()
+                client.close()
+    finally:
+        server.close()
+
+
 def test_a_kept_shuffle_channel_that_broke_is_replaced_without_a_failure(
         shuffle_server: tuple[int, protocol.Auth, Path], tmp_path: Path) -> None:
     from hstream.task import shuffle

@@ -50,9 +50,12 @@ def run_reduce(attempt: Attempt, arrivals: IO[bytes] | None = None) -> TaskResul
     watch = Stopwatch()
     total = max(spec.num_maps, len(spec.sources), 1)
     with user_errors():  # a pack's sort that failed: one clear line
+        # Map output files on this host are merged where they are, unless the job compresses
+        # map output: its fetched files are decompressed in place (`decompress_fetched`).
         fetched = shuffle.fetch_all(spec, inputs, attempt.auth, arrivals,
                                     lambda n: attempt.progress(n / total / 3),
-                                    pack_plan(attempt.conf, attempt.buffer, attempt.tmp))
+                                    pack_plan(attempt.conf, attempt.buffer, attempt.tmp),
+                                    in_place=mapcodec.codec(attempt.conf) is None)
     watch.lap(f"fetch ({len(spec.sources)} maps)")
     if fetched.failed_map is not None:
         return TaskResult(ok=False, fetch_failed_map=fetched.failed_map,

@@ -6,7 +6,11 @@ runner's pack file, ``WORKDIR/JOB/maps/pack-PID`` (`append_pack`): its result sa
 and the worker serves it from there (the `packs` lookup of `serve`).
 A fetch is one authenticated request ``{"op": "fetch", "job_id", "attempt_id",
 "partition"}`` answered by ``{"op": "data", "size", "keyed"}``, the bytes as
-data frames, and ``{"op": "end"}``; or ``{"op": "missing"}``. A reducer that
+data frames, and ``{"op": "end"}``; or ``{"op": "missing"}``. A reducer on the
+map's own host may add ``"in_place": true``: a map output in a file of its own is
+then answered by ``{"op": "local", "path", "size", "device", "inode", "keyed"}``,
+and the reducer reads that file where it is (no copy through two processes and
+an HMAC per frame); a file it cannot open as announced is fetched after all. A reducer that
 cannot fetch a map's output reports which map, and the manager re-runs that
 map (Hadoop's fetch-failure rule). The server (`serve`, run by the worker)
 checks each request against its schema (`hstream.messages.SHUFFLE`) and answers
@@ -154,9 +158,23 @@ def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str,
             chan.send({"op": "missing"})
         return
     with f2:
-        size = os.fstat(f2.fileno()).st_size
-        chan.send({"op": "data", "size": size, "keyed": keyed})
+        st = os.fstat(f2.fileno())
+        if msg.get("in_place") and _same_host(chan):
+            chan.send({"op": "local", "path": os.path.abspath(path), "size": st.st_size,
+                       "device": st.st_dev, "inode": st.st_ino, "keyed": keyed})
+            return
+        chan.send({"op": "data", "size": st.st_size, "keyed": keyed})
         chan.send_stream(iter(lambda: f2.read(protocol.STREAM_FRAME), b""))
+
+
+def _same_host(chan: protocol.Channel) -> bool:
+    """Whether the reducer connected from this host's own address: then it can read a map
+    output file where it is. Only a guess (a container may share the address but not the
+    files): the reducer checks the file it opens against the device and inode sent."""
+    try:
+        return bool(chan.sock.getpeername()[0] == chan.sock.getsockname()[0])
+    except OSError:
+        return False
 
 
 def _serve_packed(chan: protocol.Channel, workdir: str, job_id: str, attempt_id: str, part: int,
@@ -198,6 +216,8 @@ class Fetched:
     error: str = ""
     #: Maps fetched ("Shuffled Maps"): a pack in `paths` holds many.
     maps: int = 0
+    #: The map each of `paths` came from (a pack, from many, is not here).
+    order: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -231,11 +251,19 @@ def _connect(src: MapOutput, auth: bytes | protocol.Auth) -> protocol.Channel:
 
 
 def _fetch_on(chan: protocol.Channel, src: MapOutput, job_id: str, partition: int,
-              dest: str, pack_limit: int = -1) -> Segment:
-    """Fetch into `dest`, or into memory when the announced size is at most `pack_limit`."""
-    chan.send({"op": "fetch", "job_id": job_id, "attempt_id": src.attempt_id,
-               "partition": partition})
+              dest: str, pack_limit: int = -1, in_place: bool = False) -> Segment:
+    """Fetch into `dest`, or into memory when the announced size is at most `pack_limit`;
+    with `in_place`, a map output file on this host is read where it is (`_read_in_place`)."""
+    request = {"op": "fetch", "job_id": job_id, "attempt_id": src.attempt_id,
+               "partition": partition}
+    chan.send({**request, "in_place": True} if in_place else request)
     head = chan.recv()
+    if head["op"] == "local":
+        seg = _read_in_place(head, src, pack_limit)
+        if seg is not None:
+            return seg
+        chan.send(request)
+        head = chan.recv()
     if head["op"] != "data":
         raise FileNotFoundError(f"map output {src.attempt_id} is gone from {src.host}")
     size, keyed = head["size"], bool(head["keyed"])
@@ -249,6 +277,29 @@ def _fetch_on(chan: protocol.Channel, src: MapOutput, job_id: str, partition: in
         got, records = _receive(chan, src, size, out.write)
     os.replace(dest + ".tmp", dest)
     return Segment(got, records, keyed, path=dest)
+
+
+def _read_in_place(head: dict[str, Any], src: MapOutput, pack_limit: int) -> Segment | None:
+    """The map output file a `local` reply names, if this process opens that very file (its
+    device, inode and size as announced): a small one read into memory for a pack, a larger
+    one left where it is as a run of the merge (its lines counted). None: fetch it instead."""
+    path, size, keyed = head.get("path"), head.get("size"), bool(head.get("keyed"))
+    if not (isinstance(path, str) and os.path.isabs(path) and isinstance(size, int)):
+        raise ProtocolError(f"{src.host}: malformed local reply")
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return None
+    with f:
+        st = os.fstat(f.fileno())
+        if (st.st_dev, st.st_ino, st.st_size) != (head.get("device"), head.get("inode"), size):
+            return None
+        if size <= pack_limit:
+            data = f.read(size + 1)
+            return Segment(size, data.count(b"\n"), keyed, data=data) if len(data) == size \
+                else None
+        records = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    return Segment(size, records, keyed, path=path)
 
 
 def _receive(chan: protocol.Channel, src: MapOutput, size: int,
@@ -271,8 +322,10 @@ class Connections:
     """Each fetch thread's open channel to each map host, kept between fetches: a reducer of
     thousands of small maps pays a connection and a handshake per host, not per map."""
 
-    def __init__(self, auth: bytes | protocol.Auth) -> None:
+    def __init__(self, auth: bytes | protocol.Auth, in_place: bool = False) -> None:
         self.auth = auth
+        #: Ask for map output files on this host by name (`_fetch_on`).
+        self.in_place = in_place
         self.local = threading.local()
         self.lock = threading.Lock()
         self.opened: list[protocol.Channel] = []
@@ -296,7 +349,7 @@ class Connections:
     def _keep(self, chan: protocol.Channel, src: MapOutput, job_id: str, partition: int,
               dest: str, pack_limit: int) -> Segment:
         try:
-            result = _fetch_on(chan, src, job_id, partition, dest, pack_limit)
+            result = _fetch_on(chan, src, job_id, partition, dest, pack_limit, self.in_place)
         except BaseException:
             chan.close()
             raise
@@ -355,8 +408,10 @@ def _fetch_segment(src: MapOutput, spec: TaskSpec, dest: str, conns: Connections
 def fetch_all(spec: TaskSpec, dest_dir: str, auth: protocol.Auth,
               arrivals: IO[bytes] | None = None,
               progress: Callable[[int], object] | None = None,
-              pack: PackPlan | None = None) -> Fetched:
-    """Fetch this reducer's partition from every map, a few at a time (with the job's token).
+              pack: PackPlan | None = None, in_place: bool = False) -> Fetched:
+    """Fetch this reducer's partition from every map, a few at a time (with the job's token);
+    with `in_place`, the map output files of this host are read where they are: the caller
+    must only read them.
 
     A reduce that started before every map was done (slowstart) has fewer `spec.sources` than
     `spec.num_maps`; the worker writes the others on `arrivals` as they finish, a JSON list
@@ -368,7 +423,7 @@ def fetch_all(spec: TaskSpec, dest_dir: str, auth: protocol.Auth,
         threading.Thread(target=_read_arrivals, args=(arrivals, events), daemon=True,
                          name="arrivals").start()
     result = Fetched()
-    conns = Connections(auth)
+    conns = Connections(auth, in_place)
     packs = Packs(pack, dest_dir) if pack is not None else None
     try:
         with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
@@ -385,7 +440,9 @@ def fetch_all(spec: TaskSpec, dest_dir: str, auth: protocol.Auth,
         conns.close()
         if packs is not None:
             packs.kill()
-    result.paths.sort()
+    # The merge's inputs in map order (a stable merge keeps equal keys in that order), then
+    # the packs.
+    result.paths.sort(key=lambda p: (0, result.order[p]) if p in result.order else (1, p))
     return result
 
 
@@ -443,6 +500,7 @@ def _fold(result: Fetched, map_index: int, fut: Future[Segment]) -> None:
         return
     if seg.path is not None:
         result.paths.append(seg.path)
+        result.order[seg.path] = map_index
     result.maps += 1
     result.bytes += seg.size
     result.records += seg.records
