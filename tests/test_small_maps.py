@@ -64,6 +64,34 @@ def test_packed_map_outputs_are_served_partition_by_partition(
                           str(tmp_path / "none"), auth)
 
 
+def test_a_reducer_on_the_same_host_reads_packed_outputs_where_they_are(
+        packed_server: tuple[int, protocol.Auth, Where],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On one host a packed map output is read from its pack by offset, not streamed: the
+    same bytes, into memory for the reducer's own pack or into a file when packs are off."""
+    port, auth, where = packed_server
+    job_dir = str(tmp_path / "w" / JOB)
+    parts = {f"attempt_1_0001_m_{m:06d}_0": [b"a%d\t1\n" % m, b"c%d\t3\nc%d\t4\n" % (m, m)]
+             for m in range(3)}
+    for attempt, p in parts.items():
+        where[attempt] = (os.getpid(), shuffle.append_pack(job_dir, p))
+    streamed: list[bytes] = []
+    real = protocol.Channel.send_bytes
+    monkeypatch.setattr(protocol.Channel, "send_bytes",
+                        lambda self, data: streamed.append(bytes(data)) or real(self, data))
+    conns = shuffle.Connections(auth, in_place=True)
+    try:
+        for m, (attempt, p) in enumerate(parts.items()):
+            src = MapOutput(m, attempt, "127.0.0.1", port)
+            seg = conns.fetch(src, JOB, 1, str(tmp_path / f"m{m}"), pack_limit=1 << 10)
+            assert (seg.data, seg.records, seg.path) == (p[1], 2, None)
+            seg = conns.fetch(src, JOB, 0, str(tmp_path / f"f{m}"), pack_limit=-1)
+            assert seg.path == str(tmp_path / f"f{m}") and Path(seg.path).read_bytes() == p[0]
+    finally:
+        conns.close()
+    assert streamed == []  # no byte went through the connection
+
+
 def test_a_pack_cut_short_is_a_failed_fetch_not_short_data(
         packed_server: tuple[int, protocol.Auth, Where],
         tmp_path: Path) -> None:
@@ -75,6 +103,13 @@ def test_a_pack_cut_short_is_a_failed_fetch_not_short_data(
     with pytest.raises(ProtocolError, match="short fetch"):
         shuffle.fetch_one(MapOutput(0, attempt, "127.0.0.1", port), JOB, 0,
                           str(tmp_path / "got"), auth)
+    assert not (tmp_path / "got").exists()
+    conns = shuffle.Connections(auth, in_place=True)  # read in place: short too, so fetched
+    try:
+        with pytest.raises(ProtocolError, match="short fetch"):
+            conns.fetch(MapOutput(0, attempt, "127.0.0.1", port), JOB, 0, str(tmp_path / "got"))
+    finally:
+        conns.close()
     assert not (tmp_path / "got").exists()
 
 

@@ -677,14 +677,15 @@ def test_a_map_file_announced_in_place_but_not_openable_as_such_is_fetched_inste
     src = MapOutput(0, "attempt_1_0001_m_000000_0", "127.0.0.1", 1)
     head = {"op": "local", "path": str(path), "size": st.st_size, "device": st.st_dev,
             "inode": st.st_ino, "keyed": False}
-    whole = shuffle._read_in_place(head, src, pack_limit=-1)
+    dest = str(tmp_path / "fetched")
+    whole = shuffle._read_in_place(head, src, -1, dest)
     assert whole is not None and (whole.path, whole.records, whole.size) == (str(path), 2, 8)
-    small = shuffle._read_in_place(head, src, pack_limit=1 << 10)
+    small = shuffle._read_in_place(head, src, 1 << 10, dest)
     assert small is not None and small.data == path.read_bytes() and small.path is None
     for wrong in ({"inode": st.st_ino + 1}, {"size": 7}, {"path": str(tmp_path / "gone")}):
-        assert shuffle._read_in_place({**head, **wrong}, src, pack_limit=-1) is None, wrong
+        assert shuffle._read_in_place({**head, **wrong}, src, -1, dest) is None, wrong
     with pytest.raises(ProtocolError, match="malformed local reply"):
-        shuffle._read_in_place({**head, "path": "relative/part"}, src, pack_limit=-1)
+        shuffle._read_in_place({**head, "path": "relative/part"}, src, -1, dest)
 
 
 def test_only_a_reducer_on_the_servers_own_address_is_told_to_read_in_place() -> None:

@@ -8,9 +8,10 @@ A fetch is one authenticated request ``{"op": "fetch", "job_id", "attempt_id",
 "partition"}`` answered by ``{"op": "data", "size", "keyed"}``, the bytes as
 data frames, and ``{"op": "end"}``; or ``{"op": "missing"}``. A reducer on the
 map's own host may add ``"in_place": true``: a map output in a file of its own is
-then answered by ``{"op": "local", "path", "size", "device", "inode", "keyed"}``,
-and the reducer reads that file where it is (no copy through two processes and
-an HMAC per frame); a file it cannot open as announced is fetched after all. A reducer that
+then answered by ``{"op": "local", "path", "size", "device", "inode", "keyed"}``
+(and a packed one with its ``offset`` in the pack), and the reducer reads it where
+it is (no copy through two processes and an HMAC per frame); a file it cannot
+open as announced is fetched after all. A reducer that
 cannot fetch a map's output reports which map, and the manager re-runs that
 map (Hadoop's fetch-failure rule). The server (`serve`, run by the worker)
 checks each request against its schema (`hstream.messages.SHUFFLE`) and answers
@@ -42,7 +43,7 @@ from typing import IO, Any, NoReturn
 from hstream import messages, protocol
 from hstream.errors import BadMessage, ProtocolError
 from hstream.job import MapOutput, TaskSpec, from_dict
-from hstream.task.sorting import SORT, SortFailed, SortOrder, Team, sort_command
+from hstream.task.sorting import SMALL_RUN, SORT, SortFailed, SortOrder, Team, sort_command
 
 logger = logging.getLogger(__name__)
 
@@ -150,16 +151,17 @@ def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str,
         raise ProtocolError(f"{chan.peer}: malformed fetch request")
     outdir = map_output_dir(os.path.join(workdir, job_id), attempt_id)
     path = os.path.join(outdir, partition_name(part))
+    local = bool(msg.get("in_place")) and _same_host(chan)
     try:
         keyed = read_meta(outdir)
         f2 = open(path, "rb")
     except OSError:
-        if not _serve_packed(chan, workdir, job_id, attempt_id, part, packs):
+        if not _serve_packed(chan, workdir, job_id, attempt_id, part, packs, local):
             chan.send({"op": "missing"})
         return
     with f2:
         st = os.fstat(f2.fileno())
-        if msg.get("in_place") and _same_host(chan):
+        if local:
             chan.send({"op": "local", "path": os.path.abspath(path), "size": st.st_size,
                        "device": st.st_dev, "inode": st.st_ino, "keyed": keyed})
             return
@@ -178,20 +180,27 @@ def _same_host(chan: protocol.Channel) -> bool:
 
 
 def _serve_packed(chan: protocol.Channel, workdir: str, job_id: str, attempt_id: str, part: int,
-                  packs: PackedLookup | None) -> bool:
-    """Serve a packed map output's partition; False if this worker has none of that map. A
-    pack its task cut short gives a short stream, which the reducer refuses."""
+                  packs: PackedLookup | None, local: bool = False) -> bool:
+    """Serve a packed map output's partition (to a reducer on this host: where it is in the
+    pack); False if this worker has none of that map. A pack its task cut short gives a
+    short stream, which the reducer refuses."""
     where = packs(job_id, attempt_id) if packs is not None else None
     if where is None or part + 1 >= len(where[1]):
         return False
     runner, packed = where
+    path = pack_path(os.path.join(workdir, job_id), runner)
+    offset, size = packed[0] + sum(packed[1:part + 1]), packed[part + 1]
     try:
-        f = open(pack_path(os.path.join(workdir, job_id), runner), "rb")
+        if local:
+            st = os.stat(path)
+            chan.send({"op": "local", "path": os.path.abspath(path), "offset": offset,
+                       "size": size, "device": st.st_dev, "inode": st.st_ino, "keyed": False})
+            return True
+        f = open(path, "rb")
     except OSError:
         return False
     with f:
-        f.seek(packed[0] + sum(packed[1:part + 1]))
-        size = packed[part + 1]
+        f.seek(offset)
         chan.send({"op": "data", "size": size, "keyed": False})
         chan.send_stream(_upto(f, size))
     return True
@@ -259,7 +268,7 @@ def _fetch_on(chan: protocol.Channel, src: MapOutput, job_id: str, partition: in
     chan.send({**request, "in_place": True} if in_place else request)
     head = chan.recv()
     if head["op"] == "local":
-        seg = _read_in_place(head, src, pack_limit)
+        seg = _read_in_place(head, src, pack_limit, dest)
         if seg is not None:
             return seg
         chan.send(request)
@@ -279,27 +288,46 @@ def _fetch_on(chan: protocol.Channel, src: MapOutput, job_id: str, partition: in
     return Segment(got, records, keyed, path=dest)
 
 
-def _read_in_place(head: dict[str, Any], src: MapOutput, pack_limit: int) -> Segment | None:
-    """The map output file a `local` reply names, if this process opens that very file (its
-    device, inode and size as announced): a small one read into memory for a pack, a larger
-    one left where it is as a run of the merge (its lines counted). None: fetch it instead."""
-    path, size, keyed = head.get("path"), head.get("size"), bool(head.get("keyed"))
-    if not (isinstance(path, str) and os.path.isabs(path) and isinstance(size, int)):
+def _read_in_place(head: dict[str, Any], src: MapOutput, pack_limit: int,
+                   dest: str) -> Segment | None:
+    """The map output a `local` reply names, if this process opens that very file (its device
+    and inode as announced): a whole file of the announced size is left where it is as a run
+    of the merge (its lines counted), or read into memory for a pack when small; a range of
+    a pack file (`offset`; at most a small map's output) is read like a fetch's bytes.
+    None: fetch it instead."""
+    path, size, offset = head.get("path"), head.get("size"), head.get("offset")
+    whole = offset is None
+    if not (isinstance(path, str) and os.path.isabs(path) and isinstance(size, int)
+            and size >= 0 and (whole or isinstance(offset, int) and offset >= 0)):
         raise ProtocolError(f"{src.host}: malformed local reply")
+    if not whole and size > SMALL_RUN:  # no map packs that much: not worth a look
+        return None
     try:
         f = open(path, "rb")
     except OSError:
         return None
     with f:
         st = os.fstat(f.fileno())
-        if (st.st_dev, st.st_ino, st.st_size) != (head.get("device"), head.get("inode"), size):
+        if (st.st_dev, st.st_ino) != (head.get("device"), head.get("inode")) or (
+                whole and st.st_size != size):
             return None
-        if size <= pack_limit:
-            data = f.read(size + 1)
-            return Segment(size, data.count(b"\n"), keyed, data=data) if len(data) == size \
-                else None
-        records = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    return Segment(size, records, keyed, path=path)
+        if whole and size > pack_limit:
+            records = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+            return Segment(size, records, bool(head.get("keyed")), path=path)
+        data = os.pread(f.fileno(), size + whole, offset or 0)
+    if len(data) != size:  # a pack its task cut short: the fetch says so
+        return None
+    return _landed(data, bool(head.get("keyed")), pack_limit, dest)
+
+
+def _landed(data: bytes, keyed: bool, pack_limit: int, dest: str) -> Segment:
+    """Bytes read in place, where fetched bytes of that size would be: memory or `dest`."""
+    if len(data) <= pack_limit:
+        return Segment(len(data), data.count(b"\n"), keyed, data=data)
+    with open(dest + ".tmp", "wb") as out:
+        out.write(data)
+    os.replace(dest + ".tmp", dest)
+    return Segment(len(data), data.count(b"\n"), keyed, path=dest)
 
 
 def _receive(chan: protocol.Channel, src: MapOutput, size: int,
