@@ -682,6 +682,13 @@ def test_a_map_file_announced_in_place_but_not_openable_as_such_is_fetched_inste
     assert whole is not None and (whole.path, whole.records, whole.size) == (str(path), 2, 8)
     small = shuffle._read_in_place(head, src, 1 << 10, dest)
     assert small is not None and small.data == path.read_bytes() and small.path is None
+    # the map's own count of the lines spares reading them; a count of none for bytes is
+    # not taken (the reducer would drop its output as if it had no input)
+    counted = shuffle._read_in_place({**head, "records": 2}, src, -1, dest)
+    assert counted is not None and counted.records == 2
+    for bad in (0, -1, True, "2"):
+        seg = shuffle._read_in_place({**head, "records": bad}, src, -1, dest)
+        assert seg is not None and seg.records == 2, bad
     for wrong in ({"inode": st.st_ino + 1}, {"size": 7}, {"path": str(tmp_path / "gone")}):
         assert shuffle._read_in_place({**head, **wrong}, src, -1, dest) is None, wrong
     with pytest.raises(ProtocolError, match="malformed local reply"):
@@ -850,12 +857,12 @@ def test_a_segment_torn_mid_fetch_is_fetched_again_and_packed_once(
     real, torn = shuffle._receive, set[int]()
 
     def tearing(chan: protocol.Channel, src: MapOutput, size: int,
-                write: Callable[[bytes], object]) -> tuple[int, int]:
+                write: Callable[[bytes], object], count: bool = True) -> tuple[int, int]:
         if src.map_index % 10 == 3 and src.map_index not in torn:
             torn.add(src.map_index)
             write(b"half a segm")
             raise ProtocolError("connection reset mid-segment")
-        return real(chan, src, size, write)
+        return real(chan, src, size, write, count)
 
     monkeypatch.setattr(shuffle, "_receive", tearing)
     spec = TaskSpec("job_1_0001", "reduce", 0, 0, 1, "cat", None, {}, {}, [], str(tmp_path),

@@ -159,8 +159,10 @@ def _partition(attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
     keyed = any(r.keyed for r in runs)
     if len(runs) > 1:
         attempt.count("Spilled Records", sum(r.records for r in runs))
+    counts = None  # partitions' line counts, where known for free
     if spec.num_reduces == 1 and not spec.combiner:
         _single_partition(attempt, order, runs, os.path.join(outdir, shuffle.partition_name(0)))
+        counts = [sum(r.records for r in runs)]
     else:
         _route(attempt, order, runs, outdir)
     for r in runs:
@@ -169,7 +171,7 @@ def _partition(attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
     compressed = mapcodec.compress_partitions(outdir, attempt.conf)
     if compressed is not None:
         attempt.count("Map output materialized bytes", compressed)
-    shuffle.write_meta(outdir, keyed or spec.combiner is not None)
+    shuffle.write_meta(outdir, keyed or spec.combiner is not None, counts)
 
 
 def _pack(attempt: Attempt, order: SortOrder, data: bytes) -> list[int]:

@@ -88,21 +88,48 @@ def append_pack(job_dir: str, parts: list[bytes]) -> list[int]:
 PackedLookup = Callable[[str, str], "tuple[int, list[int]] | None"]
 
 
-def write_meta(outdir: str, keyed: bool) -> None:
-    """Only a keyed output has a meta.json: a file is an inode to allocate, and a job of
-    thousands of small maps pays for each one."""
-    if keyed:
+def write_meta(outdir: str, keyed: bool, records: list[int] | None = None) -> None:
+    """Only a keyed output, or one whose partitions' line counts the map knows, has a
+    meta.json: a file is an inode to allocate, and a job of thousands of small maps pays
+    for each one. The counts spare the reducer counting lines for its counters."""
+    if keyed or records is not None:
         with open(os.path.join(outdir, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump({"keyed": keyed}, f)
+            json.dump({"keyed": keyed, "records": records}, f)
 
 
 def read_meta(outdir: str) -> bool:
     """Whether the map output in `outdir` is keyed (sorted by key field, not whole line)."""
+    return bool(_meta(outdir).get("keyed"))
+
+
+def _meta(outdir: str) -> dict[str, Any]:
+    """The map output's meta.json ({} if it has none or it is not an object)."""
     try:
         with open(os.path.join(outdir, "meta.json"), encoding="utf-8") as f:
-            return bool(json.load(f).get("keyed"))
-    except FileNotFoundError:
-        return False
+            meta = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _records(meta: dict[str, Any], part: int) -> dict[str, int]:
+    """{"records": N} for a reply, when the map counted partition `part`'s lines."""
+    counts = meta.get("records")
+    if isinstance(counts, list) and part < len(counts) and _count(counts[part]) is not None:
+        return {"records": counts[part]}
+    return {}
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
+
+
+def _announced(head: dict[str, Any], size: int) -> int | None:
+    """The line count a reply announces, if it is one and fits the size (bytes without a
+    line would make the reducer drop its output as if it had no input): else None, count."""
+    count = _count(head.get("records"))
+    return count if count is not None and (count > 0) == (size > 0) else None
 
 
 # -- server side (in the worker) -----------------------------------------------------
@@ -153,19 +180,20 @@ def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str,
     path = os.path.join(outdir, partition_name(part))
     local = bool(msg.get("in_place")) and _same_host(chan)
     try:
-        keyed = read_meta(outdir)
+        meta = _meta(outdir)
         f2 = open(path, "rb")
     except OSError:
         if not _serve_packed(chan, workdir, job_id, attempt_id, part, packs, local):
             chan.send({"op": "missing"})
         return
+    keyed, records = bool(meta.get("keyed")), _records(meta, part)
     with f2:
         st = os.fstat(f2.fileno())
         if local:
             chan.send({"op": "local", "path": os.path.abspath(path), "size": st.st_size,
-                       "device": st.st_dev, "inode": st.st_ino, "keyed": keyed})
+                       "device": st.st_dev, "inode": st.st_ino, "keyed": keyed, **records})
             return
-        chan.send({"op": "data", "size": st.st_size, "keyed": keyed})
+        chan.send({"op": "data", "size": st.st_size, "keyed": keyed, **records})
         chan.send_stream(iter(lambda: f2.read(protocol.STREAM_FRAME), b""))
 
 
@@ -278,14 +306,15 @@ def _fetch_on(chan: protocol.Channel, src: MapOutput, job_id: str, partition: in
     size, keyed = head["size"], bool(head["keyed"])
     if not isinstance(size, int) or size < 0:
         raise ProtocolError(f"{src.host}: malformed data reply")
+    counted = _announced(head, size)
     if size <= pack_limit:
         data = bytearray()
-        got, records = _receive(chan, src, size, data.extend)
-        return Segment(got, records, keyed, data=bytes(data))
+        got, records = _receive(chan, src, size, data.extend, counted is None)
+        return Segment(got, records if counted is None else counted, keyed, data=bytes(data))
     with open(dest + ".tmp", "wb") as out:
-        got, records = _receive(chan, src, size, out.write)
+        got, records = _receive(chan, src, size, out.write, counted is None)
     os.replace(dest + ".tmp", dest)
-    return Segment(got, records, keyed, path=dest)
+    return Segment(got, records if counted is None else counted, keyed, path=dest)
 
 
 def _read_in_place(head: dict[str, Any], src: MapOutput, pack_limit: int,
@@ -312,7 +341,9 @@ def _read_in_place(head: dict[str, Any], src: MapOutput, pack_limit: int,
                 whole and st.st_size != size):
             return None
         if whole and size > pack_limit:
-            records = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+            records = _announced(head, size)
+            if records is None:  # the map did not count them: read them
+                records = sum(c.count(b"\n") for c in iter(lambda: f.read(1 << 20), b""))
             return Segment(size, records, bool(head.get("keyed")), path=path)
         data = os.pread(f.fileno(), size + whole, offset or 0)
     if len(data) != size:  # a pack its task cut short: the fetch says so
@@ -331,16 +362,18 @@ def _landed(data: bytes, keyed: bool, pack_limit: int, dest: str) -> Segment:
 
 
 def _receive(chan: protocol.Channel, src: MapOutput, size: int,
-             write: Callable[[bytes], object]) -> tuple[int, int]:
-    """The announced `size` bytes of a data reply to `write`; (bytes, newlines). More than
-    announced stops at once: a segment bound for memory must stay as small as it said."""
+             write: Callable[[bytes], object], count: bool = True) -> tuple[int, int]:
+    """The announced `size` bytes of a data reply to `write`; (bytes, newlines, if `count`).
+    More than announced stops at once: a segment bound for memory must stay as small as it
+    said."""
     got = records = 0
     for body in chan.recv_stream():
         got += len(body)
         if got > size:
             raise ProtocolError(f"long fetch from {src.host}: over {size} bytes")
         write(body)
-        records += body.count(b"\n")
+        if count:
+            records += body.count(b"\n")
     if got != size:
         raise ProtocolError(f"short fetch from {src.host}: {got} of {size} bytes")
     return got, records
