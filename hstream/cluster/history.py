@@ -704,8 +704,9 @@ def dir_size(path: str) -> int:
 def _write_json(path: str, data: Any) -> None:
     """Whole or not at all: a reader never sees half a file."""
     tmp = f"{path}.tmp"
+    text = json.dumps(data, separators=(",", ":"))  # C encoder; json.dump is pure Python
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"))
+        f.write(text)
     os.replace(tmp, path)
 
 
