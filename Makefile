@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: install lint test example bench chaos clean
+.PHONY: install lint test example bench bench-small chaos clean
 
 install:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -22,6 +22,9 @@ example: install
 
 bench:
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+bench-small:
+	$(PYTHON) bench/smallfiles.py $(BENCH_ARGS)
 
 chaos:
 	HSTREAM_CHAOS_TRIALS=$${TRIALS:-100} $(PYTHON) -m pytest -q tests -k chaos
