@@ -90,10 +90,11 @@ def resolve(command: str, cwd: str, path: str | None = None, kind: str = "map") 
         make_executable(local)
         _check_executable(local, program)
         return [local, *argv[1:]]
-    found = _which(program, path if path is not None else os.environ.get("PATH"))
-    if found is None or not os.access(found, os.X_OK):
+    search = path if path is not None else os.environ.get("PATH")
+    found = _which(program, search)
+    if found is None or not os.access(found, os.X_OK):  # not there (any more): look again
         _which.cache_clear()
-        found = shutil.which(program, path=path if path is not None else os.environ.get("PATH"))
+        found = _which(program, search)
     if found is None:
         raise FileNotFoundError(f"command not found: {program}")
     return [found, *argv[1:]]

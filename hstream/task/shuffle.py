@@ -149,6 +149,7 @@ def serve(sock: socket.socket, auth: bytes | protocol.Auth, workdir: str,
 def _serve_connection(chan: protocol.Channel, workdir: str, refused: protocol.DropLog,
                       packs: PackedLookup | None = None) -> None:
     """A reducer's connection: fetch after fetch; a malformed one is answered with an error."""
+    same_host = _same_host(chan)  # the connection's, asked once
     try:
         while True:
             raw = chan.recv()
@@ -160,7 +161,7 @@ def _serve_connection(chan: protocol.Channel, workdir: str, refused: protocol.Dr
                 refused.note(chan.peer.rpartition(":")[0], str(e))
                 chan.send({"op": "error", "message": str(e)})
                 continue
-            serve_fetch(chan, msg, workdir, packs)
+            serve_fetch(chan, msg, workdir, packs, same_host)
     except EOFError:
         pass
     except (OSError, ProtocolError) as e:
@@ -170,15 +171,16 @@ def _serve_connection(chan: protocol.Channel, workdir: str, refused: protocol.Dr
 
 
 def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str,
-                packs: PackedLookup | None = None) -> None:
-    """Answer one fetch request on an authenticated channel."""
+                packs: PackedLookup | None = None, same_host: bool = False) -> None:
+    """Answer one fetch request on an authenticated channel; a reducer on this host
+    (`same_host`) that asks for it is told where the output is."""
     job_id, attempt_id, part = msg.get("job_id"), msg.get("attempt_id"), msg.get("partition")
     if not (isinstance(job_id, str) and isinstance(attempt_id, str) and isinstance(part, int)
             and _ID.match(job_id) and _ID.match(attempt_id) and part >= 0):
         raise ProtocolError(f"{chan.peer}: malformed fetch request")
     outdir = map_output_dir(os.path.join(workdir, job_id), attempt_id)
     path = os.path.join(outdir, partition_name(part))
-    local = bool(msg.get("in_place")) and _same_host(chan)
+    local = bool(msg.get("in_place")) and same_host
     try:
         meta = _meta(outdir)
         f2 = open(path, "rb")
@@ -345,7 +347,7 @@ def _read_in_place(head: dict[str, Any], src: MapOutput, pack_limit: int,
             if records is None:  # the map did not count them: read them
                 records = sum(c.count(b"\n") for c in iter(lambda: f.read(1 << 20), b""))
             return Segment(size, records, bool(head.get("keyed")), path=path)
-        data = os.pread(f.fileno(), size + whole, offset or 0)
+        data = os.pread(f.fileno(), size, offset or 0)
     if len(data) != size:  # a pack its task cut short: the fetch says so
         return None
     return _landed(data, bool(head.get("keyed")), pack_limit, dest)
@@ -353,12 +355,13 @@ def _read_in_place(head: dict[str, Any], src: MapOutput, pack_limit: int,
 
 def _landed(data: bytes, keyed: bool, pack_limit: int, dest: str) -> Segment:
     """Bytes read in place, where fetched bytes of that size would be: memory or `dest`."""
+    records = data.count(b"\n")
     if len(data) <= pack_limit:
-        return Segment(len(data), data.count(b"\n"), keyed, data=data)
+        return Segment(len(data), records, keyed, data=data)
     with open(dest + ".tmp", "wb") as out:
         out.write(data)
     os.replace(dest + ".tmp", dest)
-    return Segment(len(data), data.count(b"\n"), keyed, path=dest)
+    return Segment(len(data), records, keyed, path=dest)
 
 
 def _receive(chan: protocol.Channel, src: MapOutput, size: int,
