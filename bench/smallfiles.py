@@ -71,7 +71,10 @@ def report(m: Measure, maps: int | None = None) -> str:
     each = f" ({1000 * own / maps:.2f} ms a map)" if maps else ""
     return (f"  {m.name:<5} wall {m.wall:6.2f} s  CPU {m.cpu:5.1f} s  hstream's own "
             f"{own:5.1f} s{each}  own over the rest {own / rest:.2f}"
-            + (f"  FAILED: {m.note}" if m.status else ""))
+            + (f"  FAILED: {m.note}" if m.status else "")
+            + "\n    CPU s by process: " + ", ".join(
+                f"{role} {cpu:.1f}" for role, cpu in sorted(m.role_cpu.items(),
+                                                            key=lambda rc: -rc[1])))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,9 @@ class Sim:
 
     def do(self, actions: list[Action]) -> list[Action]:
         self.actions += actions
+        for job in self.s.jobs.values():  # the done counts the scheduler keeps, against a walk
+            walked = Counter(t.kind for t in job.tasks if t.state is TaskState.DONE)
+            assert job.done == {"map": walked["map"], "reduce": walked["reduce"]}, job.id
         return actions
 
     def submit(self, job_id: str = "job_1_0001", maps: int = 4, reduces: int = 2,
@@ -621,6 +624,26 @@ def test_reducers_start_at_the_slowstart_share_of_maps_and_hear_of_later_ones() 
     assert all(len(t.sources) == 1 for t in told)
     sim.finish_all("reduce")
     assert sim.finished()[-1].state is JobState.SUCCEEDED and job.reduces[0].failures == 0
+
+
+def test_progress_counts_done_tasks_and_how_far_running_ones_are() -> None:
+    """What the client's progress line shows: each done task whole, a running task by its
+    furthest attempt; a map whose output was lost is no longer done."""
+    sim = Sim(workers=2)
+    job_id = sim.submit(maps=4, reduces=1, **{"mapreduce.job.reduce.slowstart.completedmaps": "1"})
+    job = sim.s.jobs[job_id]
+    first, second = sorted(sim.running("map"))
+    sim.finish(first)
+    sim.s.attempt_progress(second, sim.now, sim.running()[second], fraction=0.5)
+    assert job.progress() == (pytest.approx((1 + 0.5) / 4), 0.0)
+    sim.finish_all("map")
+    assert job.progress() == (1.0, 0.0)
+    lost_on = job.maps[0].done_worker
+    assert lost_on is not None
+    lost = sum(t.done_worker == lost_on for t in job.maps)
+    sim.do(sim.s.worker_lost(lost_on, "killed", sim.now))
+    assert 0 < lost < 4 and job.done["map"] == 4 - lost
+    assert job.progress()[0] == pytest.approx(1 - lost / 4)
 
 
 def test_slowstart_one_starts_reducers_after_the_last_map() -> None:

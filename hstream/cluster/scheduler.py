@@ -139,7 +139,7 @@ class Scheduler:
 
     def _mark_done(self, job: Job, task: Task, attempt_id: str,
                    counters: dict[str, dict[str, int]], now: float) -> None:
-        task.state = TaskState.DONE
+        job.set_state(task, TaskState.DONE)
         task.finished_at = now
         task.done_attempt = attempt_id
         task.counters = counters
@@ -182,7 +182,7 @@ class Scheduler:
 
     def _rerun_lost_maps(self, job: Job, worker_id: str, now: float) -> list[Action]:
         """Finished maps whose output lived on a dead worker run again while reducers need it."""
-        if not job.reduces or all(t.state is TaskState.DONE for t in job.reduces):
+        if job.all_done("reduce"):
             return []
         actions: list[Action] = []
         for task in job.maps:
@@ -233,7 +233,7 @@ class Scheduler:
                 self._restore_done(job, tasks[d.index], d, now)
         self.queue.append(job_id)
         logger.info("job %s restored: %d of %d tasks done", job_id,
-                    sum(t.state is TaskState.DONE for t in job.tasks), len(job.tasks))
+                    job.done["map"] + job.done["reduce"], len(job.tasks))
         return self._start_next_job(now)
 
     def restore_ended(self, job_id: str, spec: JobSpec, state: JobState, message: str,
@@ -266,7 +266,7 @@ class Scheduler:
                 continue
             job.state = JobState.RUNNING
             logger.info("job %s started", job.id)
-            if all(t.state is TaskState.DONE for t in job.tasks):  # none, or all restored
+            if job.all_done("map") and job.all_done("reduce"):  # none, or all restored
                 return self._finish_job(job, JobState.SUCCEEDED, "", now)
             return [Progress(job.id)] + self.schedule(now)
         return []
@@ -363,7 +363,7 @@ class Scheduler:
             logger.info("attempt %s: task already done, duplicate ignored", attempt.id)
             return self.schedule(now)
         actions: list[Action] = []
-        task.state = TaskState.DONE
+        job.set_state(task, TaskState.DONE)
         task.finished_at = now
         task.duration = now - attempt.started
         if task.kind == "map":
@@ -383,7 +383,7 @@ class Scheduler:
             _add(job.counters, {"Job Counters": {f"Killed {task.kind} tasks": 1}})
             actions += self._kill_attempt(task, other)
         actions.append(Progress(job.id))
-        if _all_done(job):
+        if job.all_done("reduce") and job.all_done("map"):
             actions += self._finish_job(job, JobState.SUCCEEDED, "", now)
         return actions + self.schedule(now)
 
@@ -402,7 +402,7 @@ class Scheduler:
         if task.state is TaskState.DONE or task.attempts:
             return self.schedule(now)  # done already, or another attempt may still make it
         if task.failures >= job.max_attempts(task.kind):
-            task.state = TaskState.FAILED
+            job.set_state(task, TaskState.FAILED)
             return self._finish_job(job, JobState.FAILED, self._failure_message(job, task), now)
         self._requeue(job.id, task)
         return self.schedule(now)
@@ -437,7 +437,7 @@ class Scheduler:
         if task.state is TaskState.DONE and task.done_attempt == attempt.sources.get(map_index):
             task.fetch_failures += 1
             if task.fetch_failures >= job.max_attempts("map"):
-                task.state = TaskState.FAILED
+                job.set_state(task, TaskState.FAILED)
                 task.last_error = TaskResult(ok=False, error="its output could not be fetched "
                                              f"{task.fetch_failures} times")
                 return self._finish_job(job, JobState.FAILED, self._failure_message(job, task), now)
@@ -487,12 +487,15 @@ class Scheduler:
 
     def _requeue(self, job_id: str | None, task: Task) -> None:
         """The task waits for a worker again (None: its job is not known here, so every
-        job's placement scans from the start)."""
-        task.state = TaskState.PENDING
-        if job_id is None:
+        job's placement scans from the start; the task is then a running one, not a done one
+        that the job's counts hold)."""
+        job = self.jobs.get(job_id) if job_id is not None else None
+        if job is None:
+            task.state = TaskState.PENDING
             self._pending_from.clear()
             return
-        key = (job_id, task.kind)
+        job.set_state(task, TaskState.PENDING)
+        key = (job.id, task.kind)
         self._pending_from[key] = min(self._pending_from.get(key, 0), task.index)
 
     # -- time ----------------------------------------------------------------
@@ -586,7 +589,7 @@ class Scheduler:
                           speculative=speculative,
                           sources={m.map_index: m.attempt_id for m in spec.sources})
         task.attempts[attempt.id] = attempt
-        task.state = TaskState.RUNNING
+        job.set_state(task, TaskState.RUNNING)
         worker.running.add(attempt.id)
         self._attempt_index[attempt.id] = (job.id, task)
         _add(job.counters, {"Job Counters": {f"Launched {task.kind} tasks": 1}})
@@ -620,10 +623,3 @@ def _add(total: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> N
 def _subtract(total: dict[str, dict[str, int]], less: dict[str, dict[str, int]]) -> None:
     _add(total, {g: {n: -v for n, v in names.items()} for g, names in less.items()})
 
-
-def _all_done(job: Job) -> bool:
-    """Whether every task of the job is done, asked after each success: the reduces first
-    (few), then the maps from the last (placed in order, they finish roughly in order), so
-    that a job of thousands of maps is not walked whole at every finished map."""
-    return all(t.state is TaskState.DONE for t in job.reduces) and all(
-        t.state is TaskState.DONE for t in reversed(job.maps))

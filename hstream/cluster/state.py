@@ -157,6 +157,21 @@ class Job:
     restored: bool = False
     #: Run times of the latest finished maps (seconds), for `maps_per_slot`.
     map_times: deque[float] = field(default_factory=lambda: deque(maxlen=SHORT_SAMPLE))
+    #: Tasks done, by kind, kept by `set_state`: the questions asked after every finished
+    #: task (may reduces start, is the job done, how far is it) then never walk a job of
+    #: thousands of maps.
+    done: dict[str, int] = field(default_factory=lambda: {"map": 0, "reduce": 0})
+
+    def set_state(self, task: Task, state: TaskState) -> None:
+        """Every change of a task's state goes through here, so the done counts stay true."""
+        if task.state is TaskState.DONE:
+            self.done[task.kind] -= 1
+        if state is TaskState.DONE:
+            self.done[task.kind] += 1
+        task.state = state
+
+    def all_done(self, kind: str) -> bool:
+        return self.done[kind] == len(self.maps if kind == "map" else self.reduces)
 
     def maps_per_slot(self) -> int:
         """Two while the job's maps are short, else one. A short map's time is mostly
@@ -190,8 +205,7 @@ class Job:
 
     def reduces_may_start(self) -> bool:
         """Whether the slowstart share of the maps is done."""
-        return sum(t.state is TaskState.DONE for t in self.maps) >= self.slowstart() * len(
-            self.maps)
+        return self.done["map"] >= self.slowstart() * len(self.maps)
 
     def slowstart(self) -> float:
         try:
@@ -203,20 +217,22 @@ class Job:
 
     def phase_tasks(self) -> list[Task]:
         """Tasks that may run now: maps, then reduces once every map is done."""
-        if all(t.state is TaskState.DONE for t in self.maps):
+        if self.all_done("map"):
             return self.reduces
         return self.maps
 
     def progress(self) -> tuple[float, float]:
         """Map and reduce progress: finished tasks, plus how far running ones are."""
-        def frac(tasks: list[Task]) -> float:
+        def frac(kind: str, tasks: list[Task]) -> float:
             if not tasks:
                 return 1.0
-            return sum(1.0 if t.state is TaskState.DONE else
-                       max((a.fraction for a in t.attempts.values()), default=0.0)
-                       for t in tasks) / len(tasks)
+            done, running = TaskState.DONE, 0.0
+            for t in tasks:  # a plain loop: a generator per task cost 2.5 µs a task
+                if t.attempts and t.state is not done:
+                    running += max(a.fraction for a in t.attempts.values())
+            return (self.done[kind] + running) / len(tasks)
 
-        return frac(self.maps), frac(self.reduces)
+        return frac("map", self.maps), frac("reduce", self.reduces)
 
 
 @dataclass
