@@ -163,6 +163,30 @@ def test_many_small_maps_give_the_same_bytes_and_counters_through_the_packed_shu
     assert c["Reduce input records"] == c["Reduce output records"] == everything.count(b"\n")
 
 
+def test_reduce_input_groups_count_each_key_once(tmp_path: Path) -> None:
+    """"Reduce input groups" is the number of distinct keys a reducer saw. With two reducers
+    on the maps' host it comes from the keys files the maps wrote beside their partitions: keys
+    below the tab (sorted by key field), a key whose run spans reads and maps, and a line
+    longer than a routing window (routed on its own) each count once."""
+    rng = random.Random(5)
+    keys = [b"w%d" % i for i in range(3000)] + [b"ab\x01", b"ab", b"", b"z" * 100]
+    lines = [rng.choice(keys) + b"\t%d\n" % rng.randint(0, 99) for _ in range(200000)]
+    lines += [b"hot\t1\n"] * 100000
+    rng.shuffle(lines)
+    half = len(lines) // 2
+    write(tmp_path / "in" / "a", b"".join(lines[:half]))
+    write(tmp_path / "in" / "b", b"".join(lines[half:]))
+    write(tmp_path / "in" / "c", b"long\t" + b"v" * (5 << 20) + b"\n")
+    out = tmp_path / "out"
+    proc = run_hstream("jar-free", "-input", str(tmp_path / "in"), "-output", str(out),
+                       "-mapper", "cat", "-reducer", "cat", "-numReduceTasks", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    c = counters(proc.stderr)
+    distinct = {line.split(b"\t")[0] for line in lines} | {b"long"}
+    assert c["Reduce input groups"] == len(distinct)
+    assert c["Reduce input records"] == len(lines) + 1
+
+
 def test_compressed_inputs_are_read_transparently(tmp_path: Path) -> None:
     raw = text_corpus(8, 1500)
     write(tmp_path / "in" / "a.txt.gz", gzip.compress(raw))

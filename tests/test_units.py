@@ -131,12 +131,22 @@ def test_route_sorted_matches_line_by_line_routing(runs_mode: str) -> None:
         buf = b"\n".join(lines) + b"\n"
         reduces = rng.randint(1, 4)
         fast, slow = [Sink() for _ in range(reduces)], [Sink() for _ in range(reduces)]
-        route_sorted(buf, spec, fast)
+        named = [Sink() for _ in range(reduces)]
+        route_sorted(buf, spec, fast, named)
         route_lines(buf, spec.key, slow)
         assert [b"".join(s) for s in fast] == [b"".join(s) for s in slow]
+        # each partition's keys, in its order (a run split in two may name its key twice)
+        for routed, names in zip(slow, named, strict=True):
+            want = [spec.key(line) for line in b"".join(routed).split(b"\n")[:-1]]
+            got = b"".join(names).split(b"\n")[:-1]
+            assert _distinct_runs(got) == _distinct_runs(want)
         groups, _ = count_groups(buf, spec, None)
         assert groups == sum(1 for i, line in enumerate(lines)
                              if i == 0 or spec.key(line) != spec.key(lines[i - 1]))
+
+
+def _distinct_runs(keys: list[bytes]) -> list[bytes]:
+    return [k for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]]
 
 
 def test_count_groups_continues_across_buffers() -> None:
@@ -647,6 +657,8 @@ def test_a_reducer_on_the_maps_host_merges_their_files_where_they_are(
     big = maps / sources[5].attempt_id / "part-00000"
     lines = shuffle.PACK_SEGMENT // 10 + 1  # over the size that goes into a pack
     big.write_bytes(b"".join(b"k%06d\tv\n" % i for i in range(lines)))
+    names = big.parent / "keys-00000"  # the keys the map's routing wrote beside it
+    names.write_bytes(b"".join(b"k%06d\n" % i for i in range(lines)))
     small = sum((maps / s.attempt_id / "part-00000").stat().st_size for s in sources) - \
         (maps / sources[5].attempt_id / "part-00000").stat().st_size
     spec = TaskSpec("job_1_0001", "reduce", 0, 0, 1, "cat", None, {}, {}, [], str(tmp_path),
@@ -660,8 +672,21 @@ def test_a_reducer_on_the_maps_host_merges_their_files_where_they_are(
         assert fetched.maps == 12 and fetched.bytes == small + big.stat().st_size
         first = fetched.paths[0]
         assert (first == str(big)) is in_place and Path(first).read_bytes() == big.read_bytes()
+        assert fetched.keys == ({str(big): str(names)} if in_place else {})
         assert len(fetched.paths) == 2 and Path(fetched.paths[1]).parent == dest  # one pack
     assert (maps / sources[0].attempt_id / "part-00000").read_bytes() == b"k0\tv\n"
+
+
+def test_reduce_groups_are_counted_from_keys_files_only_when_every_run_has_one() -> None:
+    from hstream.task.reducetask import _group_runs
+    from hstream.task.sorting import Run
+
+    runs = [Run("/m0/part-00001", False), Run("/m1/part-00001", True)]
+    keys = {"/m0/part-00001": "/m0/keys-00001", "/m1/part-00001": "/m1/keys-00001"}
+    assert _group_runs(runs, keys) == [Run("/m0/keys-00001", True), Run("/m1/keys-00001", True)]
+    pack = Run("/r/pack-0000", False)
+    assert _group_runs([*runs, pack], keys) == [*runs, pack]
+    assert _group_runs([], keys) == []
 
 
 def test_a_map_file_announced_in_place_but_not_openable_as_such_is_fetched_instead(
@@ -691,6 +716,17 @@ def test_a_map_file_announced_in_place_but_not_openable_as_such_is_fetched_inste
         assert seg is not None and seg.records == 2, bad
     for wrong in ({"inode": st.st_ino + 1}, {"size": 7}, {"path": str(tmp_path / "gone")}):
         assert shuffle._read_in_place({**head, **wrong}, src, -1, dest) is None, wrong
+    # the keys file beside it, only if it is the very file announced
+    names = tmp_path / "keys-00000"
+    names.write_bytes(b"a\nb\n")
+    kst = names.stat()
+    keys = {"keys": str(names), "keys_device": kst.st_dev, "keys_inode": kst.st_ino}
+    seg = shuffle._read_in_place({**head, **keys}, src, -1, dest)
+    assert seg is not None and seg.keys == str(names)
+    for wrong in ({"keys_inode": kst.st_ino + 1}, {"keys": "keys-00000"}, {"keys": None},
+                  {"keys": str(tmp_path / "gone")}):
+        seg = shuffle._read_in_place({**head, **keys, **wrong}, src, -1, dest)
+        assert seg is not None and seg.keys is None, wrong
     with pytest.raises(ProtocolError, match="malformed local reply"):
         shuffle._read_in_place({**head, "path": "relative/part"}, src, -1, dest)
 

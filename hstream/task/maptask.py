@@ -207,20 +207,53 @@ def _route(attempt: Attempt, order: SortOrder, runs: list[Run], outdir: str) -> 
     spec = attempt.spec
     sinks = [_PartitionSink(attempt, order, os.path.join(outdir, shuffle.partition_name(r)))
              for r in range(spec.num_reduces)]
-    router = _router(attempt, order, sinks)
+    keys = ([_KeysFile(os.path.join(outdir, shuffle.keys_name(r)))
+             for r in range(spec.num_reduces)] if _keys_known(attempt, order) else None)
+    router = _router(attempt, order, sinks, keys)
     if runs:
         with merged_runs(order, runs, attempt.buffer, attempt.tmp, "merging map output") as merged:
             pump_lines(merged, router)
     for sink in sinks:
         sink.close()
+    for names in keys or []:
+        names.close()
     if spec.combiner:
         attempt.count("Combine input records", sum(s.records for s in sinks))
         attempt.count("Combine output records", sum(s.combined for s in sinks))
 
 
-def _router(attempt: Attempt, order: SortOrder, sinks: list[Any]) -> Any:
-    """Buffers of whole lines to their partitions: windows of short lines by the C-speed
-    routes, each long line as a slice of its buffer (memory stays near the line limit)."""
+def _keys_known(attempt: Attempt, order: SortOrder) -> bool:
+    """Whether routing names each partition's keys for free, and they are the keys the
+    reducer groups by: the default partitioner and order, no combiner (it makes new keys),
+    a one-byte separator (what `sort -t` takes), and output a reducer may read in place
+    (not compressed)."""
+    return not (attempt.spec.combiner or attempt.conf.get("hstream.partitioner")
+                or order.comparator or len(order.key.sep) != 1
+                or mapcodec.codec(attempt.conf) is not None)
+
+
+class _KeysFile:
+    """One partition's keys, a line each in the partition's order (a key whose run spans two
+    buffers comes twice): its reducer counts its input groups by merging the maps' keys
+    files instead of the whole data (`shuffle.keys_name`)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file = open(path + ".tmp", "wb")
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.file.write(data)
+
+    def close(self) -> None:
+        self.file.close()
+        os.replace(self.path + ".tmp", self.path)
+
+
+def _router(attempt: Attempt, order: SortOrder, sinks: list[Any],
+            keys: list[Any] | None = None) -> Any:
+    """Buffers of whole lines to their partitions (and their keys to `keys`): windows of
+    short lines by the C-speed routes, each long line as a slice of its buffer (memory stays
+    near the line limit)."""
     partitioner = attempt.conf.get("hstream.partitioner", "")
     part_key = keyfields.partition_key(attempt.conf) if partitioner else None
 
@@ -230,7 +263,7 @@ def _router(attempt: Attempt, order: SortOrder, sinks: list[Any]) -> Any:
         elif order.comparator:
             route_lines(buf, order.key.key, sinks)
         else:
-            route_sorted(buf, order.key, sinks)
+            route_sorted(buf, order.key, sinks, keys)
 
     def routed(buf: Lines) -> None:
         if len(buf) <= WINDOW:
@@ -240,19 +273,22 @@ def _router(attempt: Attempt, order: SortOrder, sinks: list[Any]) -> Any:
             if end - start <= WINDOW:
                 route(bytes(memoryview(buf)[start:end]))
             else:
-                _route_long(buf, start, end, order.key, part_key, sinks)
+                _route_long(buf, start, end, order.key, part_key, sinks, keys)
 
     return routed
 
 
 def _route_long(buf: Lines, start: int, end: int, key: KeySpec, part_key: Any,
-                sinks: list[Any]) -> None:
+                sinks: list[Any], keys: list[Any] | None = None) -> None:
     """One long line, buf[start:end], to its partition by the same key as the routes above,
     written as a slice of its buffer."""
     view = memoryview(buf)
     k = view[start:key_end(buf, start, end - 1, key)]
     part = zlib.crc32(part_key(bytes(k)) if part_key is not None else k) % len(sinks)
     sinks[part].write(view[start:end], 1)
+    if keys is not None:
+        keys[part].write(k)
+        keys[part].write(b"\n")
 
 
 class _PartitionSink:

@@ -131,17 +131,21 @@ def _run_end(buf: bytes, end: int, prefix: bytes, width: int) -> int:
         width <<= 1
 
 
-def route_sorted(buf: bytes, spec: KeySpec, sinks: list[Sink]) -> int:
-    """Write each run of `buf` (whole lines, sorted by key) to its partition's sink.
+def route_sorted(buf: bytes, spec: KeySpec, sinks: list[Sink],
+                 keys: list[Sink] | None = None) -> int:
+    """Write each run of `buf` (whole lines, sorted by key) to its partition's sink, and with
+    `keys`, the run's key as a line to its partition's keys sink.
 
     Returns the number of runs (distinct keys in the buffer, up to run splits). Adjacent
     runs of one partition are one slice, and each sink gets its slices in one write: a
     write per slice cost as much as finding the runs."""
     reduces, crc = len(sinks), zlib.crc32
     slices: list[list[bytes]] = [[] for _ in sinks]
+    named: list[list[bytes]] = [[] for _ in sinks]
     runs, part, since = 0, -1, 0
     for start, _, key in key_runs(buf, spec):
         p = crc(key) % reduces
+        named[p].append(key)
         if p != part:
             if part >= 0:
                 slices[part].append(buf[since:start])
@@ -152,6 +156,9 @@ def route_sorted(buf: bytes, spec: KeySpec, sinks: list[Sink]) -> int:
     for sink, parts in zip(sinks, slices, strict=True):
         if parts:
             sink.write(parts[0] if len(parts) == 1 else b"".join(parts))
+    for sink, names in zip(keys or (), named, strict=False):
+        if names:
+            sink.write(b"\n".join(names) + b"\n")
     return runs
 
 

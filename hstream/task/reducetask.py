@@ -4,7 +4,8 @@ Small partitions arrive sorted together in a few packs (`shuffle.Packs`), each o
 the merge, where that gives the same bytes (`pack_plan`).
 
 The merge feeds the reducer through a plain pipe, so no Python touches the
-reducer's input; a second `sort -m -u` beside it counts the groups. Only when
+reducer's input; a second `sort -m -u` beside it counts the groups (over the maps' keys
+files, when every map on this host wrote one). Only when
 the reducer must see lines rewritten (another input separator) does Python sit
 in between. Stdlib only.
 """
@@ -100,7 +101,7 @@ def reduce_fetched(attempt: Attempt, fetched: shuffle.Fetched, watch: Stopwatch)
         proc = attempt.start(spec.command, "reduce", merge.stdout, subprocess.PIPE)
         merge.stdout.close()
         attempt.count("Reduce input records", fetched.records)
-        side: threading.Thread = _GroupCounter(attempt, order, runs)
+        side: threading.Thread = _GroupCounter(attempt, order, _group_runs(runs, fetched.keys))
     else:
         proc = attempt.start(spec.command, "reduce", subprocess.PIPE, subprocess.PIPE)
         side = threading.Thread(target=_feed_reducer, daemon=True, name="feeder",
@@ -151,9 +152,18 @@ def _rejoin_long(buf: Lines, start: int, end: int, key: KeySpec, sep: bytes,
     return bytes(k) if len(k) <= WINDOW else (len(k), hashlib.sha256(k).digest())
 
 
+def _group_runs(runs: list[Run], keys: dict[str, str]) -> list[Run]:
+    """What the group counter merges: the maps' keys files when every run has one (a tenth
+    of the data or less: the lines of a key are one line there), else the runs themselves."""
+    if runs and all(r.path in keys for r in runs):
+        return [Run(keys[r.path], True) for r in runs]
+    return runs
+
+
 class _GroupCounter(threading.Thread):
     """Counts reduce input groups beside the reducer: a second, C-speed `sort -m -u` over the
-    same inputs prints one line per group, so no Python touches the reducer's input."""
+    same inputs (or their keys files) prints one line per group, so no Python touches the
+    reducer's input."""
 
     def __init__(self, attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
         super().__init__(daemon=True, name="groups")

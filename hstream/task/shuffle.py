@@ -9,7 +9,8 @@ A fetch is one authenticated request ``{"op": "fetch", "job_id", "attempt_id",
 data frames, and ``{"op": "end"}``; or ``{"op": "missing"}``. A reducer on the
 map's own host may add ``"in_place": true``: a map output in a file of its own is
 then answered by ``{"op": "local", "path", "size", "device", "inode", "keyed"}``
-(and a packed one with its ``offset`` in the pack), and the reducer reads it where
+(and a packed one with its ``offset`` in the pack; a routed one with its keys file,
+``keys``, ``keys_device``, ``keys_inode``), and the reducer reads it where
 it is (no copy through two processes and an HMAC per frame); a file it cannot
 open as announced is fetched after all. A reducer that
 cannot fetch a map's output reports which map, and the manager re-runs that
@@ -63,6 +64,11 @@ def map_output_dir(job_dir: str, attempt_id: str) -> str:
 
 def partition_name(r: int) -> str:
     return f"part-{r:05d}"
+
+
+def keys_name(r: int) -> str:
+    """The file of partition `r`'s distinct keys beside it, when the map knew them."""
+    return f"keys-{r:05d}"
 
 
 def pack_path(job_dir: str, runner: int) -> str:
@@ -193,10 +199,21 @@ def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str,
         st = os.fstat(f2.fileno())
         if local:
             chan.send({"op": "local", "path": os.path.abspath(path), "size": st.st_size,
-                       "device": st.st_dev, "inode": st.st_ino, "keyed": keyed, **records})
+                       "device": st.st_dev, "inode": st.st_ino, "keyed": keyed, **records,
+                       **_keys_file(outdir, part)})
             return
         chan.send({"op": "data", "size": st.st_size, "keyed": keyed, **records})
         chan.send_stream(iter(lambda: f2.read(protocol.STREAM_FRAME), b""))
+
+
+def _keys_file(outdir: str, part: int) -> dict[str, Any]:
+    """Where the partition's keys file is, for a `local` reply, when the map wrote one."""
+    path = os.path.abspath(os.path.join(outdir, keys_name(part)))
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    return {"keys": path, "keys_device": st.st_dev, "keys_inode": st.st_ino}
 
 
 def _same_host(chan: protocol.Channel) -> bool:
@@ -257,6 +274,8 @@ class Fetched:
     maps: int = 0
     #: The map each of `paths` came from (a pack, from many, is not here).
     order: dict[str, int] = field(default_factory=dict)
+    #: The keys file of each of `paths` that has one (`keys_name`), read in place.
+    keys: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -269,6 +288,8 @@ class Segment:
     keyed: bool
     path: str | None = None
     data: bytes | None = None
+    #: The map's file of this partition's keys, beside `path` (see `Fetched.keys`).
+    keys: str | None = None
 
 
 def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str,
@@ -346,11 +367,25 @@ def _read_in_place(head: dict[str, Any], src: MapOutput, pack_limit: int,
             records = _announced(head, size)
             if records is None:  # the map did not count them: read them
                 records = sum(c.count(b"\n") for c in iter(lambda: f.read(1 << 20), b""))
-            return Segment(size, records, bool(head.get("keyed")), path=path)
+            return Segment(size, records, bool(head.get("keyed")), path=path,
+                           keys=_keys_in_place(head))
         data = os.pread(f.fileno(), size, offset or 0)
     if len(data) != size:  # a pack its task cut short: the fetch says so
         return None
     return _landed(data, bool(head.get("keyed")), pack_limit, dest)
+
+
+def _keys_in_place(head: dict[str, Any]) -> str | None:
+    """The keys file a `local` reply names, if this process finds that very file there."""
+    path = head.get("keys")
+    if not (isinstance(path, str) and os.path.isabs(path)):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    same = (st.st_dev, st.st_ino) == (head.get("keys_device"), head.get("keys_inode"))
+    return path if same else None
 
 
 def _landed(data: bytes, keyed: bool, pack_limit: int, dest: str) -> Segment:
@@ -565,6 +600,8 @@ def _fold(result: Fetched, map_index: int, fut: Future[Segment]) -> None:
     if seg.path is not None:
         result.paths.append(seg.path)
         result.order[seg.path] = map_index
+        if seg.keys is not None:
+            result.keys[seg.path] = seg.keys
     result.maps += 1
     result.bytes += seg.size
     result.records += seg.records
