@@ -505,14 +505,16 @@ class Scheduler:
         for w in list(self.workers.values()):
             if w.alive and now - w.last_heartbeat > self.heartbeat_timeout:
                 actions += self.worker_lost(w.id, "missed heartbeats", now)
-        for job in self._active_jobs():
-            timeout = job.conf_float("mapreduce.task.timeout", DEFAULT_TASK_TIMEOUT * 1000) / 1000
-            if timeout <= 0:
-                continue
-            for task in job.tasks:
-                for attempt in list(task.attempts.values()):
-                    if job.state is JobState.RUNNING and now - attempt.last_progress > timeout:
-                        actions += self._timeout_attempt(job, task, attempt, timeout, now)
+        timeouts = {job.id: job.conf_float("mapreduce.task.timeout",
+                                           DEFAULT_TASK_TIMEOUT * 1000) / 1000
+                    for job in self._active_jobs()}
+        # The running attempts only: a job of thousands of tasks is not walked every tick.
+        for attempt_id, (job_id, task) in list(self._attempt_index.items()):
+            job, attempt = self.jobs[job_id], task.attempts.get(attempt_id)
+            timeout = timeouts.get(job_id, 0.0)
+            if (attempt is not None and timeout > 0 and job.state is JobState.RUNNING
+                    and now - attempt.last_progress > timeout):
+                actions += self._timeout_attempt(job, task, attempt, timeout, now)
         return actions + self.schedule(now)
 
     def _timeout_attempt(self, job: Job, task: Task, attempt: Attempt, timeout: float,
