@@ -234,6 +234,29 @@ def test_spiller_bounds_runs_by_buffer_and_merges_in_key_order(tmp_path: Path) -
     assert keys == sorted(keys)
 
 
+def test_a_spill_larger_than_sorts_memory_is_still_one_sorted_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spill sort works in at most SORT_MEMORY (pieces that fit a CPU cache sort faster);
+    sort merges its pieces itself, so the spill is still one run in byte order, and its
+    temporary files are gone. Compressed temporary files would cost more: no cap there."""
+    from hstream.task import sorting
+
+    big = 64 << 20
+    assert f"--buffer-size={sorting.SORT_MEMORY // 1024}K" in sorting.sort_command(
+        SortOrder(), False, big, str(tmp_path))
+    for uncapped in (sorting.sort_command(SortOrder(), False, big, str(tmp_path), merge=True),
+                     sorting.sort_command(SortOrder(), False, big, str(tmp_path),
+                                          compress="gzip")):
+        assert f"--buffer-size={big // 1024}K" in uncapped
+    monkeypatch.setattr(sorting, "SORT_MEMORY", 1 << 20)
+    rng = random.Random(3)
+    lines = [b"k%d\t%d\n" % (rng.randint(0, 99999), i) for i in range(300000)]
+    runs = _spill(lines, tmp_path / "spills", buffer=8 << 20)
+    assert len(runs) == 1 and runs[0].records == len(lines)
+    assert Path(runs[0].path).read_bytes() == b"".join(sorted(lines))
+    assert [p.name for p in (tmp_path / "spills").iterdir()] == [Path(runs[0].path).name]
+
+
 def _spill(lines: list[bytes], tmp: Path, buffer: int, codec: SpillCodec | None = None,
            order: SortOrder | None = None) -> list:
     tmp.mkdir(exist_ok=True)
