@@ -153,8 +153,8 @@ def _rejoin_long(buf: Lines, start: int, end: int, key: KeySpec, sep: bytes,
 
 
 def _group_runs(runs: list[Run], keys: dict[str, str]) -> list[Run]:
-    """What the group counter merges: the maps' keys files when every run has one (a tenth
-    of the data or less: the lines of a key are one line there), else the runs themselves."""
+    """What the group counter merges: the maps' keys files when every run has one (a line
+    per run of a key there, not per record), else the runs themselves."""
     if runs and all(r.path in keys for r in runs):
         return [Run(keys[r.path], True) for r in runs]
     return runs

@@ -67,7 +67,8 @@ def partition_name(r: int) -> str:
 
 
 def keys_name(r: int) -> str:
-    """The file of partition `r`'s distinct keys beside it, when the map knew them."""
+    """The file of partition `r`'s keys beside it (a line per run of a key), when the map
+    knew them."""
     return f"keys-{r:05d}"
 
 

@@ -44,8 +44,9 @@ FAN_IN = 16
 #: The memory one `sort` works in. A spill larger than this is sorted in pieces that sort
 #: merges from its temporary files, and pieces that fit a CPU's last-level cache sort faster
 #: than the whole spill at once: on the development machine (32 MiB of L3) a map's 45 MB of
-#: output took 2.5 CPU-s instead of 3.1, and a 21 MB one 1.1 instead of 1.6 (and sort's
-#: memory is a fifth). Not where the temporary files would be compressed: that costs more.
+#: output took a median 2.7 CPU-s instead of 3.0, and a 21 MB one 1.2 instead of 1.7 (and
+#: sort's memory is a fifth). Not where the temporary files would be compressed: that costs
+#: more.
 SORT_MEMORY = 16 << 20
 #: Map output up to this size is sorted in the runner (Python's sort of a few thousand lines
 #: costs less than starting a `sort`): the common case of many small input files.
