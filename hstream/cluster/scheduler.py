@@ -266,7 +266,7 @@ class Scheduler:
                 continue
             job.state = JobState.RUNNING
             logger.info("job %s started", job.id)
-            if job.all_done("map") and job.all_done("reduce"):  # none, or all restored
+            if job.complete():  # no tasks, or all restored
                 return self._finish_job(job, JobState.SUCCEEDED, "", now)
             return [Progress(job.id)] + self.schedule(now)
         return []
@@ -383,7 +383,7 @@ class Scheduler:
             _add(job.counters, {"Job Counters": {f"Killed {task.kind} tasks": 1}})
             actions += self._kill_attempt(task, other)
         actions.append(Progress(job.id))
-        if job.all_done("reduce") and job.all_done("map"):
+        if job.complete():
             actions += self._finish_job(job, JobState.SUCCEEDED, "", now)
         return actions + self.schedule(now)
 

@@ -173,6 +173,9 @@ class Job:
     def all_done(self, kind: str) -> bool:
         return self.done[kind] == len(self.maps if kind == "map" else self.reduces)
 
+    def complete(self) -> bool:
+        return self.all_done("map") and self.all_done("reduce")
+
     def maps_per_slot(self) -> int:
         """Two while the job's maps are short, else one. A short map's time is mostly
         waiting (its runner, its command's start, the manager's answer), so one map per CPU

@@ -207,7 +207,7 @@ def _route(attempt: Attempt, order: SortOrder, runs: list[Run], outdir: str) -> 
     spec = attempt.spec
     sinks = [_PartitionSink(attempt, order, os.path.join(outdir, shuffle.partition_name(r)))
              for r in range(spec.num_reduces)]
-    keys = ([_KeysFile(os.path.join(outdir, shuffle.keys_name(r)))
+    keys = ([_StagedFile(os.path.join(outdir, shuffle.keys_name(r)))
              for r in range(spec.num_reduces)] if _keys_known(attempt, order) else None)
     router = _router(attempt, order, sinks, keys)
     if runs:
@@ -232,10 +232,11 @@ def _keys_known(attempt: Attempt, order: SortOrder) -> bool:
                 or mapcodec.codec(attempt.conf) is not None)
 
 
-class _KeysFile:
-    """One partition's keys, a line each in the partition's order (a key whose run spans two
-    buffers comes twice): its reducer counts its input groups by merging the maps' keys
-    files instead of the whole data (`shuffle.keys_name`)."""
+class _StagedFile:
+    """A map output file that appears whole at `path` when closed (written beside it first):
+    a partition, or its keys, a line each in the partition's order (a key whose run spans two
+    buffers comes twice), from which its reducer counts its input groups instead of merging
+    the whole data again (`shuffle.keys_name`)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -298,7 +299,7 @@ class _PartitionSink:
         self.path = path
         self.records = 0
         self.combined = 0
-        self.file = open(path + ".tmp", "wb")
+        self.out = _StagedFile(path)
         self.combiner: subprocess.Popen[bytes] | None = None
         self.sort: subprocess.Popen[bytes] | None = None
         self.attempt = attempt
@@ -306,7 +307,7 @@ class _PartitionSink:
             spills = mapcodec.spill_codec(attempt.conf)
             argv = sort_command(order, True, 16 << 20, attempt.tmp,
                                 compress=spills.program if spills else None)
-            self.sort = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.file,
+            self.sort = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.out.file,
                                          env=sort_env())
             try:
                 cargv = commands.resolve(attempt.spec.combiner, attempt.work, kind="combine")
@@ -328,7 +329,7 @@ class _PartitionSink:
             assert self.combiner.stdin is not None
             self.combiner.stdin.write(data)
         else:
-            self.file.write(data)
+            self.out.write(data)
 
     def close(self) -> None:
         if self.combiner is not None and self.sort is not None:
@@ -338,9 +339,8 @@ class _PartitionSink:
                 raise TaskError(f"combiner subprocess failed with code {self.combiner.returncode}")
             if self.sort.wait() != 0:
                 raise TaskError("sorting combiner output failed")
-        self.file.close()
+        self.out.close()
         if self.combiner is not None:
-            with open(self.path + ".tmp", "rb") as f:
+            with open(self.path, "rb") as f:
                 chunks = iter(lambda: f.read(CHUNK), b"")
                 self.combined = sum(chunk.count(b"\n") for chunk in chunks)
-        os.replace(self.path + ".tmp", self.path)
