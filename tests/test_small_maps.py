@@ -4,6 +4,7 @@ of its own, and is served from there exactly as a map output file would be (issu
 from __future__ import annotations
 
 import os
+import select
 import socket
 import threading
 from collections.abc import Iterator
@@ -202,3 +203,54 @@ def test_an_attempts_view_of_the_job_equals_the_whole_expansion(job: dict[str, s
             cmdenv = {"CMD": str(n)}
             assert command.attempt_environment(job, own, cmdenv, base, truncate) == \
                 command.task_environment(whole, cmdenv, base, truncate), (n, truncate)
+
+
+
+def test_finished_maps_reach_a_reduce_attempt_gathered_in_one_message(tmp_path: Path) -> None:
+    """Maps that finish while a reduce attempt runs reach it gathered (one `sources` message
+    for several maps, in the order they finished, not one per map) and the job's last map
+    goes at once. The manager's own scheduler plays the job; its worker connections are
+    real channels whose other ends this test reads."""
+    from hstream.cluster.manager import Manager
+    from hstream.job import JobSpec, Split, TaskResult
+
+    key = b"k" * 32
+    m = Manager("127.0.0.1", 0, 0, key)
+    pair = socket.socketpair()
+    worker = protocol.Channel(pair[1], key, False, "w1")
+    m.workers = {"w1": protocol.Channel(pair[0], key, True, "w1")}
+    sched, now = m.scheduler, 1.0
+    try:
+        m._execute(sched.add_worker("w1", "127.0.0.1", 9, 3, now, "w1-s"))
+        spec = JobSpec(name="t", inputs=["in"], output=str(tmp_path / "out"), mapper="cat",
+                       reducer="cat", num_reduces=1,
+                       conf={"mapreduce.job.reduce.slowstart.completedmaps": "0"})
+        splits = [Split(f"in/{i}", 0, 100) for i in range(5)]
+        m._execute(sched.submit("job_1_0001", spec, splits, str(tmp_path / "stage"), now))
+        assert any("_r_" in a for a in sched._attempt_index)  # the reduce runs from the start
+
+        def finish(attempt: str) -> None:
+            m._execute(sched.attempt_finished(attempt, TaskResult(ok=True), now, "w1"))
+
+        def sources() -> list[list[int]]:
+            got = []
+            while select.select([pair[1]], [], [], 0.2)[0]:
+                msg = worker.recv()
+                if msg["op"] == "sources":
+                    got.append([s["map_index"] for s in msg["sources"]])
+            return got
+
+        for _ in range(3):  # the next map starts as each one ends
+            finish(next(a for a in sched._attempt_index if "_m_" in a))
+        assert sources() == []  # held
+        m._send_sources()  # as the loop does SOURCES_HOLD later
+        assert sources() == [[0, 1, 2]]
+        finish(next(a for a in sched._attempt_index if "_m_" in a))
+        assert sources() == []
+        finish(next(a for a in sched._attempt_index if "_m_" in a))  # the last map
+        assert sources() == [[3, 4]] and not m.sources_due
+    finally:
+        worker.close()
+        m.workers["w1"].close()
+        m.tcp.close()
+        m.udp.close()

@@ -64,6 +64,7 @@ from hstream.hadoop.inputpaths import list_inputs
 from hstream.job import (
     ATTEMPT_ID,
     JobSpec,
+    MapOutput,
     Split,
     TaskResult,
     cluster_stamp,
@@ -82,6 +83,10 @@ SEND_TIMEOUT = 10.0
 CLIENT_SEND_TIMEOUT = 2.0
 #: A job's client hears of its progress at most this often (Hadoop's client polls each second).
 PROGRESS_EVERY = 0.25
+#: Finished maps wait for a reduce attempt this long at most, gathered into one `sources`
+#: message: a job of thousands of small maps would otherwise send one per map and reducer.
+#: The last map of a job goes at once: then the reducers wait for nothing else.
+SOURCES_HOLD = 0.05
 #: After its handshake a peer says what it wants within this long, or is hung up on.
 FIRST_MESSAGE_TIMEOUT = 60.0
 
@@ -139,6 +144,9 @@ class Manager:
         self.clients: dict[str, protocol.Channel] = {}  # job id -> submitting client; loop only
         self.progress_sent: dict[str, float] = {}  # job id -> when its client last heard; loop
         self.progress_due: set[str] = set()  # jobs whose client is owed a report; loop only
+        #: (worker, reduce attempt) -> finished maps not yet sent, and since when; loop only.
+        self.sources_due: dict[tuple[str, str], list[MapOutput]] = {}
+        self.sources_since = 0.0
         self.stopping = threading.Event()
         self._stamp = cluster_stamp()
         self._job_numbers = itertools.count(1)  # next() is atomic: connection threads share it
@@ -332,12 +340,16 @@ class Manager:
     def _loop(self) -> None:
         next_tick = time.monotonic()
         while not self.stopping.is_set():
+            wake = min(next_tick, self.sources_since + SOURCES_HOLD if self.sources_due
+                       else next_tick)
             try:
-                event = self.events.get(timeout=max(0.0, next_tick - time.monotonic()))
+                event = self.events.get(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
                 event = Event("wake")
             now = time.monotonic()
             self._execute(self._apply_safely(event, now))
+            if self.sources_due and now - self.sources_since >= SOURCES_HOLD:
+                self._send_sources()
             if now >= next_tick:
                 self._execute(self._apply_safely(Event("tick"), now))
                 for job_id in list(self.progress_due):
@@ -626,13 +638,29 @@ class Manager:
         elif isinstance(action, JobFinished):
             self._finish_job(action)
         elif isinstance(action, Sources):
-            self._to_worker(action.worker_id, {"op": "sources", "attempt_id": action.attempt_id,
-                                               "sources": [to_dict(m) for m in action.sources]})
+            self._hold_sources(action)
         elif isinstance(action, DropWorker):
             self.history.worker_lost(action.worker_id, action.reason)
             chan = self.workers.pop(action.worker_id, None)
             if chan is not None:
                 chan.close()
+
+    def _hold_sources(self, action: Sources) -> None:
+        """Gather finished maps for their reduce attempt (see SOURCES_HOLD)."""
+        if not self.sources_due:
+            self.sources_since = time.monotonic()
+        self.sources_due.setdefault((action.worker_id, action.attempt_id),
+                                    []).extend(action.sources)
+        job = self.scheduler.job_of(action.attempt_id)
+        if job is not None and job.all_done("map"):
+            self._send_sources()
+
+    def _send_sources(self) -> None:
+        """Send the finished maps gathered for each reduce attempt, one message each."""
+        due, self.sources_due = self.sources_due, {}
+        for (worker_id, attempt_id), sources in due.items():
+            self._to_worker(worker_id, {"op": "sources", "attempt_id": attempt_id,
+                                        "sources": [to_dict(m) for m in sources]})
 
     def _to_worker(self, worker_id: str, msg: dict[str, Any]) -> None:
         chan = self.workers.get(worker_id)
