@@ -14,6 +14,7 @@ import importlib.util
 import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from conftest import (
 from hstream.errors import ConfigError
 from hstream.job import JobSpec
 from hstream.runners.options import extract
-from hstream.runners.spark import spark_conf
+from hstream.runners.spark import _zip_hstream, spark_conf
 from hstream.runners.standalone import StandaloneCluster
 
 WC_MAP, WC_REDUCE = f"{APPS}/wc_map.py", f"{APPS}/wc_reduce.py"
@@ -245,3 +246,16 @@ def test_runner_words_and_the_spark_settings_they_make() -> None:
     for bad in (["--runner", "flink"], ["--runner"], ["--spark-conf", "novalue"]):
         with pytest.raises(ConfigError):
             extract(bad)
+
+
+def test_executors_import_hstream_from_the_zips_bytecode(tmp_path: Path) -> None:
+    """The zip executors import hstream from carries each module's bytecode beside its source,
+    and an interpreter that finds only the zip (no site, no checkout) loads the task code
+    from it instead of compiling every module again."""
+    path = _zip_hstream(str(tmp_path))
+    probe = ("import hstream.runners.sparktask as t, hstream.task.maptask as m; "
+             "print(m.__file__); print(t.__file__)")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": path}
+    out = subprocess.run([sys.executable, "-S", "-c", probe], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    assert out == [f"{path}/hstream/task/maptask.pyc", f"{path}/hstream/runners/sparktask.pyc"]
