@@ -144,9 +144,9 @@ class Manager:
         self.clients: dict[str, protocol.Channel] = {}  # job id -> submitting client; loop only
         self.progress_sent: dict[str, float] = {}  # job id -> when its client last heard; loop
         self.progress_due: set[str] = set()  # jobs whose client is owed a report; loop only
-        #: (worker, reduce attempt) -> finished maps not yet sent, and since when; loop only.
+        #: (worker, reduce attempt) -> finished maps not yet sent (`_hold_sources`); loop only.
         self.sources_due: dict[tuple[str, str], list[MapOutput]] = {}
-        self.sources_since = 0.0
+        self.sources_since = 0.0  # when the first of them was held
         self.stopping = threading.Event()
         self._stamp = cluster_stamp()
         self._job_numbers = itertools.count(1)  # next() is atomic: connection threads share it
@@ -340,15 +340,16 @@ class Manager:
     def _loop(self) -> None:
         next_tick = time.monotonic()
         while not self.stopping.is_set():
-            wake = min(next_tick, self.sources_since + SOURCES_HOLD if self.sources_due
-                       else next_tick)
+            wake = next_tick
+            if self.sources_due:
+                wake = min(wake, self.sources_since + SOURCES_HOLD)
             try:
                 event = self.events.get(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
                 event = Event("wake")
             now = time.monotonic()
             self._execute(self._apply_safely(event, now))
-            if self.sources_due and now - self.sources_since >= SOURCES_HOLD:
+            if self.sources_due and now >= self.sources_since + SOURCES_HOLD:
                 self._send_sources()
             if now >= next_tick:
                 self._execute(self._apply_safely(Event("tick"), now))
