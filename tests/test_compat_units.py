@@ -471,6 +471,20 @@ def test_attempt_knobs() -> None:
     assert argv[:2] == ["/bin/sh", "-c"] and argv[-2:] == ["1024", "cat"]
 
 
+def test_the_memory_guard_counts_only_the_oom_kills_of_its_own_attempt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kept runner's next map runs in the cgroup of its earlier ones, whose OOM kills the
+    kernel still counts in memory.events: only a new one fails this attempt."""
+    (tmp_path / "memory.max").write_text("max\n")
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n")
+    monkeypatch.setattr(knobs, "_own_cgroup", lambda: str(tmp_path))
+    guard = knobs.MemoryGuard(64)
+    assert (tmp_path / "memory.max").read_text() == str(64 << 20)
+    assert not guard.oom_killed()
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n")
+    assert guard.oom_killed()
+
+
 def test_keyonlytext_and_ignoreseparator_write_lines_as_they_are() -> None:
     assert keyfields.writes_keys_only({"stream.reduce.output": "keyonlytext"}, "reduce")
     assert keyfields.writes_keys_only({"stream.map.output": "keyonlytext"}, "map")

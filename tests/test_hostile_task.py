@@ -464,6 +464,46 @@ def test_maps_that_share_a_runner_each_start_clean(tmp_path: Path) -> None:
     assert sleepers("1003") == []
 
 
+def test_a_kept_runners_next_map_runs_in_its_cgroup_swept_of_the_last_ones_leftovers(
+        tmp_path: Path) -> None:
+    """A runner kept for its job's next map keeps its cgroup (moving it to another and back
+    cost the kernel more than a small map), so the next map runs where the last one's
+    background child was: the sweep must have killed it before."""
+    require(procs._own_cgroup() is not None, "a writable cgroup v2 hierarchy")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    files = 12
+    for i in range(files):
+        (inputs / f"f{i:02d}.txt").write_text(f"line {i}\n")
+    mapper = tmp_path / "probe.py"
+    mapper.write_text(f"""#!{sys.executable}
+import os, subprocess, sys
+sys.stdin.read()
+mount = next(line.split()[4] for line in open("/proc/self/mountinfo") if " - cgroup2 " in line)
+cgroup = mount + next(line[3:].strip() for line in open("/proc/self/cgroup")
+                      if line.startswith("0::"))
+left = 0
+for pid in open(os.path.join(cgroup, "cgroup.procs")).read().split():
+    try:
+        left += open(f"/proc/{{pid}}/cmdline", "rb").read() == b"sleep\\x001004\\x00"
+    except OSError:
+        pass
+print(os.environ["mapreduce_task_id"], cgroup, left, sep="\\t")
+sys.stdout.flush()
+subprocess.Popen(["sleep", "1004"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+""")
+    mapper.chmod(0o755)
+    out = tmp_path / "out"
+    proc = run_hstream("jar-free", "-input", str(inputs), "-output", str(out), "-mapper",
+                       str(mapper), "-reducer", "cat", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("\t") for line in read_output(out).decode().splitlines()]
+    assert len(rows) == files
+    assert len({cgroup for _, cgroup, _ in rows}) < files, "no map ran in a kept runner's cgroup"
+    assert [left for _, _, left in rows] == ["0"] * files  # none met the last one's child
+    assert sleepers("1004") == []
+
+
 def _used_attempt_dir(root: Path) -> Path:
     """An attempt directory as a map leaves it: a shipped file's link, the mapper's files."""
     (root / "work" / "sub").mkdir(parents=True)

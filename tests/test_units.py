@@ -966,7 +966,7 @@ def test_a_map_that_cannot_be_fetched_is_reported_and_no_pack_sort_outlives_the_
     assert _no_children(), [p.cmdline() for p in _new_children()]
 
 
-def test_a_runner_released_from_its_session_box_survives_and_its_attempts_leftovers_do_not(
+def test_a_runner_swept_in_its_session_box_survives_and_its_attempts_leftovers_do_not(
         ) -> None:
     """Without cgroups a kept runner's attempt is swept through its session: everything in
     it but the runner is killed (a background child of the user's command), the runner
@@ -987,7 +987,7 @@ def test_a_runner_released_from_its_session_box_survives_and_its_attempts_leftov
         assert leftover(), "the runner's child never started"
         box = procs.Box.__new__(procs.Box)  # as a worker without cgroups makes it
         box.cgroup, box.sid = None, runner.pid
-        assert box.release(runner.pid, None)
+        assert box.sweep(runner.pid)
         assert leftover() == [] and runner.poll() is None
     finally:
         procs.kill_session(runner.pid)

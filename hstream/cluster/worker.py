@@ -78,10 +78,12 @@ class Running:
 
 @dataclass
 class Idle:
-    """A runner waiting for its job's next map, and its last map's directory (passed on)."""
+    """A runner waiting for its job's next map, its last map's directory (passed on), and
+    the box it waits in, where its next map runs too."""
 
     proc: Proc
     root: str
+    box: procs.Box
 
 
 @dataclass(frozen=True)
@@ -327,9 +329,12 @@ class Worker:
         if user is not None:
             user.hand_over(spec, root)
         reused = idle is not None
-        proc = idle.proc if idle is not None else self._spawn(root, user)
-        box = procs.Box(self.cgroups, spec.attempt_id)
-        box.enter(proc.pid)  # before the runner reads its spec, so before it starts anything
+        if idle is not None:
+            proc, box = idle.proc, idle.box
+        else:
+            proc = self._spawn(root, user)
+            box = procs.Box(self.cgroups, spec.attempt_id)
+            box.enter(proc.pid)  # before the runner reads its spec, so before it starts anything
         with self.lock:
             self.tasks[spec.attempt_id] = Running(spec, proc, self.chan, box,
                                                   heard=len(spec.sources))
@@ -425,14 +430,14 @@ class Worker:
             if (self.stopping.is_set() or spec.job_id not in self.jobs
                     or len(self.idle.get(spec.job_id, [])) >= MAPS_PER_SLOT * self.slots):
                 return False
-        if not box.release(proc.pid, self.cgroups.idle()):
+        if not box.sweep(proc.pid):
             return False
         with self.lock:  # killed, or the job ended, meanwhile: it ends the usual way
             running = self.tasks.get(spec.attempt_id)
             if running is None or running.killed or spec.job_id not in self.jobs:
                 return False
             del self.tasks[spec.attempt_id]
-            self.idle.setdefault(spec.job_id, []).append(Idle(proc, self._root(spec)))
+            self.idle.setdefault(spec.job_id, []).append(Idle(proc, self._root(spec), box))
         return True
 
     def _note_packed(self, spec: TaskSpec, runner: int, result: dict[str, Any]) -> None:
@@ -462,20 +467,20 @@ class Worker:
             while pool and taken is None:
                 idle = pool.pop()
                 if _exited(idle.proc, 0):
-                    dead.append(idle.proc)
+                    dead.append(idle)
                 else:
                     taken = idle
-        for proc in dead:
-            _retire(proc)
+        for gone in dead:
+            _retire(gone)
         return taken
 
     def _retire_idle(self, job_id: str | None = None) -> None:
         """End the waiting runners of `job_id` (all jobs' if None)."""
         with self.lock:
             jobs = list(self.idle) if job_id is None else [job_id]
-            runners = [i.proc for j in jobs for i in self.idle.pop(j, [])]
-        for proc in runners:
-            _retire(proc)
+            runners = [i for j in jobs for i in self.idle.pop(j, [])]
+        for idle in runners:
+            _retire(idle)
 
     def _early_done(self, spec: TaskSpec, stderr: str, result: dict[str, Any],
                     chan: protocol.Channel | None) -> bool:
@@ -599,11 +604,14 @@ def _exited(proc: Proc, timeout: float) -> bool:
         return False
 
 
-def _retire(proc: Proc) -> None:
-    """End a waiting runner: told by EOF on its stdin, killed if it does not go at once."""
+def _retire(idle: Idle) -> None:
+    """End a waiting runner: told by EOF on its stdin, killed if it does not go at once; its
+    box goes with it."""
+    proc = idle.proc
     _close_stdin(proc)
     if not _exited(proc, RETIRE_WAIT):
         kill_group(proc)
+    idle.box.kill()
     if isinstance(proc, zygote.Runner):
         proc.reap()
     else:

@@ -114,6 +114,8 @@ class MemoryGuard(threading.Thread):
         self.exceeded = ""
         self.stopped = threading.Event()
         self.cgroup = _own_cgroup()
+        #: OOM kills in the cgroup before this attempt: a kept runner's earlier maps ran there.
+        self.ooms = _oom_kills(self.cgroup) if self.cgroup is not None else 0
         if self.cgroup is not None:
             try:
                 with open(os.path.join(self.cgroup, "memory.max"), "w", encoding="ascii") as f:
@@ -127,13 +129,18 @@ class MemoryGuard(threading.Thread):
         while not self.stopped.wait(self.interval):
             pids = procs.session_members(sid)
             used = _rss(os.getpid()) + sum(_rss(p) for p in pids)
-            if used > self.limit_mb << 20 or (self.cgroup and _oom_kills(self.cgroup)):
+            if used > self.limit_mb << 20 or self.oom_killed():
                 self.exceeded = (f"exceeded {self.limit_mb} MB of memory "
                                  f"(mapreduce.*.memory.mb): its processes used {used >> 20} MB "
                                  "or more, and were killed")
                 logger.error("%s", self.exceeded)
                 _kill(pids)
                 return
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed one of the cgroup's processes for memory since the
+        attempt began."""
+        return self.cgroup is not None and _oom_kills(self.cgroup) > self.ooms
 
     def stop(self) -> None:
         self.stopped.set()

@@ -143,7 +143,8 @@ def kill_cgroup(cgroup: str) -> None:
 
 
 class Cgroups:
-    """One worker's cgroups: `hstream-w<PID>/` under its own, a cgroup per attempt below."""
+    """One worker's cgroups: `hstream-w<PID>/` under its own, a cgroup per attempt below (a
+    kept runner's later attempts run in its first one's)."""
 
     def __init__(self) -> None:
         base = _own_cgroup()
@@ -153,27 +154,15 @@ class Cgroups:
 
     def make(self, name: str) -> str | None:
         """An attempt's cgroup; if one cannot be made, attempts have sessions only from now."""
+        if self.root is None:
+            return None
+        path = os.path.join(self.root, name)
         try:
-            return self._leaf(name)
+            os.makedirs(path, exist_ok=True)
         except OSError as e:
             logger.info("no cgroup for attempts (%s): sessions only", e)
             self.root = None
             return None
-
-    def idle(self) -> str | None:
-        """Where runners wait between attempts (a leaf: cgroup v2 keeps processes in leaves);
-        None if it cannot be made (runners then end with their attempts, which keep theirs)."""
-        try:
-            return self._leaf("idle")
-        except OSError as e:
-            logger.info("no cgroup for waiting runners (%s): none is kept", e)
-            return None
-
-    def _leaf(self, name: str) -> str | None:
-        if self.root is None:
-            return None
-        path = os.path.join(self.root, name)
-        os.makedirs(path, exist_ok=True)
         return path
 
     def close(self) -> None:
@@ -200,7 +189,8 @@ def sweep_cgroups(base: str) -> None:
 
 
 class Box:
-    """What an attempt runs in: the runner's session, and a cgroup where there is one."""
+    """What an attempt runs in: the runner's session, and a cgroup where there is one. A map's
+    runner kept for its job's next map keeps its box (`sweep`): the next attempt runs in it."""
 
     def __init__(self, cgroups: Cgroups, name: str) -> None:
         self.cgroup = cgroups.make(name)
@@ -227,24 +217,18 @@ class Box:
         elif self.sid:
             kill_session(self.sid)
 
-    def release(self, runner: int, idle: str | None) -> bool:
-        """Kill everything the attempt started but its runner, which waits for the job's next
-        attempt in the `idle` cgroup (or its own session). False if that cannot be done
-        cleanly: the runner must then end with its attempt."""
+    def sweep(self, runner: int) -> bool:
+        """Kill everything the attempt started but its runner, which stays in the box for its
+        job's next map: moving a process from one cgroup to another, and making and removing
+        one, cost the kernel more than a small map's own work. False if the box cannot be
+        emptied (a member forking faster than it is killed): the runner must then end with
+        its attempt, and the box with it."""
         if self.cgroup is not None:
-            if idle is None:
-                return False
-            try:
-                _write(os.path.join(idle, "cgroup.procs"), str(runner))
-            except OSError as e:
-                logger.info("cgroup %s refused pid %d (%s)", idle, runner, e)
-                return False
-            kill_cgroup(self.cgroup)
-            self.cgroup = None
-        elif self.sid:
+            cgroup = self.cgroup
+            return _kill_rounds(lambda: [p for p in cgroup_pids(cgroup) if p != runner])
+        if self.sid:
             sid = self.sid
-            if not _kill_rounds(lambda: [p for p in session_members(sid) if p != runner]):
-                return False
+            return _kill_rounds(lambda: [p for p in session_members(sid) if p != runner])
         return True
 
 
