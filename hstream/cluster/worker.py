@@ -611,7 +611,7 @@ def _retire(idle: Idle) -> None:
     _close_stdin(proc)
     if not _exited(proc, RETIRE_WAIT):
         kill_group(proc)
-    idle.box.kill()
+    idle.box.remove()
     if isinstance(proc, zygote.Runner):
         proc.reap()
     else:

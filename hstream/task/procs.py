@@ -217,6 +217,14 @@ class Box:
         elif self.sid:
             kill_session(self.sid)
 
+    def remove(self) -> None:
+        """Kill what is left in the box's cgroup and remove it, for a retired runner. Its
+        session was swept when its last map ended, and is not killed again: once the runner
+        is reaped, its id may be another session's."""
+        if self.cgroup is not None:
+            kill_cgroup(self.cgroup)
+            self.cgroup = None
+
     def sweep(self, runner: int) -> bool:
         """Kill everything the attempt started but its runner, which stays in the box for its
         job's next map: moving a process from one cgroup to another, and making and removing
