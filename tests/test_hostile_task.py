@@ -464,6 +464,35 @@ def test_maps_that_share_a_runner_each_start_clean(tmp_path: Path) -> None:
     assert sleepers("1003") == []
 
 
+def test_maps_that_share_a_runner_each_see_their_own_environment(tmp_path: Path) -> None:
+    """Maps that share a runner each see their own task, input and directories in their
+    environment, and as many variables as every other map: none is left from the map
+    before."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    files = 12
+    for i in range(files):
+        (inputs / f"f{i:02d}.txt").write_text(f"line {i}\n")
+    mapper = script(tmp_path / "env.sh",
+                    "cat >/dev/null\n"
+                    "echo \"$mapreduce_task_id\t$PPID $mapreduce_task_attempt_id "
+                    "$mapreduce_map_input_file $TMPDIR ${PATH%%:*} $PWD $(env | wc -l)\"\n")
+    out = tmp_path / "out"
+    proc = run_hstream("jar-free", "-input", str(inputs), "-output", str(out), "-mapper",
+                       str(mapper), "-reducer", "cat", "-cmdenv", "CHOSEN=1", cwd=tmp_path,
+                       timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [(task, *rest.split()) for task, rest in
+            (line.split("\t") for line in read_output(out).decode().splitlines())]
+    assert len({runner for _, runner, *_ in rows}) < files, "no runner was reused"
+    assert sorted(Path(row[3]).name for row in rows) == sorted(p.name for p in inputs.iterdir())
+    for task, _, attempt, _, tmp, first_path, cwd, _ in rows:
+        assert attempt.startswith(task.replace("task_", "attempt_", 1) + "_")
+        assert Path(cwd).parent.name == attempt and tmp == str(Path(cwd).parent / "tmp")
+        assert first_path == cwd
+    assert len({row[-1] for row in rows}) == 1, "maps saw different numbers of variables"
+
+
 def test_a_kept_runners_next_map_runs_in_its_cgroup_swept_of_the_last_ones_leftovers(
         tmp_path: Path) -> None:
     """A runner kept for its job's next map keeps its cgroup (moving it to another and back
