@@ -498,7 +498,7 @@ def test_a_kept_runners_next_map_runs_in_its_cgroup_swept_of_the_last_ones_lefto
     """A runner kept for its job's next map keeps its cgroup (moving it to another and back
     cost the kernel more than a small map), so the next map runs where the last one's
     background child was: the sweep must have killed it before."""
-    require(procs._own_cgroup() is not None, "a writable cgroup v2 hierarchy")
+    require(procs.own_cgroup() is not None, "a writable cgroup v2 hierarchy")
     inputs = tmp_path / "in"
     inputs.mkdir()
     files = 12
@@ -576,7 +576,7 @@ def test_a_directory_with_logs_stays_and_planted_links_are_not_followed(tmp_path
 
 
 def test_a_daemonized_grandchild_is_killed_through_the_attempts_cgroup(tmp_path: Path) -> None:
-    require(procs._own_cgroup() is not None, "a writable cgroup v2 hierarchy")
+    require(procs.own_cgroup() is not None, "a writable cgroup v2 hierarchy")
     data = lines_file(tmp_path / "in.txt", 100)
     mapper = script(tmp_path / "daemon.sh",
                     "setsid sleep 1003 </dev/null >/dev/null 2>&1 &\nexec cat\n")

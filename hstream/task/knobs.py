@@ -81,15 +81,8 @@ def _rss(pid: int) -> int:
 def _own_cgroup() -> str | None:
     """This process's cgroup v2 directory, if its memory.max can be written (the worker puts
     each attempt in a cgroup of its own where cgroup v2 is mounted and delegated)."""
-    try:
-        with open("/proc/self/cgroup", encoding="ascii") as f:
-            lines = [line.strip() for line in f if line.startswith("0::")]
-    except OSError:
-        return None
-    if not lines or lines[0] == "0::/":
-        return None
-    path = "/sys/fs/cgroup" + lines[0][3:]
-    return path if os.access(os.path.join(path, "memory.max"), os.W_OK) else None
+    path = procs.own_cgroup()
+    return path if path and os.access(os.path.join(path, "memory.max"), os.W_OK) else None
 
 
 def _oom_kills(cgroup: str) -> int:

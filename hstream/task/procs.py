@@ -96,7 +96,7 @@ def _cgroup2_mount() -> str | None:
     return None
 
 
-def _own_cgroup() -> str | None:
+def own_cgroup() -> str | None:
     """This process's cgroup v2 directory, if it is mounted and writable."""
     mount = _cgroup2_mount()
     if mount is None:
@@ -147,7 +147,7 @@ class Cgroups:
     kept runner's later attempts run in its first one's)."""
 
     def __init__(self) -> None:
-        base = _own_cgroup()
+        base = own_cgroup()
         self.root = os.path.join(base, f"hstream-w{os.getpid()}") if base else None
         if base is not None:
             sweep_cgroups(base)
