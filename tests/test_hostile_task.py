@@ -434,33 +434,42 @@ def test_a_task_command_inherits_no_descriptor_but_its_standard_three(tmp_path: 
     assert read_output(out) == b"map\tnone\n" * 2 + b"reduce\tnone\n"
 
 
+#: Small maps per job in the tests of runners that take their job's next map.
+SMALL_MAPS = 12
+
+
+def small_maps(tmp_path: Path, mapper: Path) -> list[str]:
+    """The output lines of a job of SMALL_MAPS one-line files through `mapper` and `cat`: short
+    maps, so that runners are kept and take the job's next map."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(SMALL_MAPS):
+        (inputs / f"f{i:02d}.txt").write_text(f"line {i}\n")
+    out = tmp_path / "out"
+    proc = run_hstream("jar-free", "-input", str(inputs), "-output", str(out), "-mapper",
+                       str(mapper), "-reducer", "cat", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return read_output(out).decode().splitlines()
+
+
 def test_maps_that_share_a_runner_each_start_clean(tmp_path: Path) -> None:
     """A runner takes its job's next map (Hadoop's JVM reuse), yet every attempt has its own
     task id, working directory and environment, and nothing the previous one left: not a file,
     not a background child. The directory itself is the last one's, renamed and emptied."""
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    files = 12
-    for i in range(files):
-        (inputs / f"f{i:02d}.txt").write_text(f"line {i}\n")
     mapper = script(tmp_path / "probe.sh",
                     "cat >/dev/null\n"
                     "seen=$(ls | grep -c left-by)\n"
                     "echo \"$mapreduce_task_id\t$PPID $PWD $seen $(stat -c %i .)\"\n"
                     "touch left-by-$mapreduce_task_id\n"
                     "sleep 1003 >/dev/null 2>&1 &\n")
-    out = tmp_path / "out"
-    proc = run_hstream("jar-free", "-input", str(inputs), "-output", str(out), "-mapper",
-                       str(mapper), "-reducer", "cat", cwd=tmp_path, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    rows = [line.split("\t") for line in read_output(out).decode().splitlines()]
-    assert len({task for task, _ in rows}) == files
+    rows = [line.split("\t") for line in small_maps(tmp_path, mapper)]
+    assert len({task for task, _ in rows}) == SMALL_MAPS
     runners = {fields.split()[0] for _, fields in rows}
-    assert len(runners) < files, "every map had a runner of its own: none was reused"
-    assert len({fields.split()[1] for _, fields in rows}) == files  # a directory each
+    assert len(runners) < SMALL_MAPS, "every map had a runner of its own: none was reused"
+    assert len({fields.split()[1] for _, fields in rows}) == SMALL_MAPS  # a directory each
     assert {fields.split()[2] for _, fields in rows} == {"0"}  # and nothing left in it
     # ... though the same directory, renamed and emptied: no inode made per map
-    assert len({fields.split()[3] for _, fields in rows}) < files
+    assert len({fields.split()[3] for _, fields in rows}) < SMALL_MAPS
     assert sleepers("1003") == []
 
 
@@ -468,24 +477,14 @@ def test_maps_that_share_a_runner_each_see_their_own_environment(tmp_path: Path)
     """Maps that share a runner each see their own task, input and directories in their
     environment, and as many variables as every other map: none is left from the map
     before."""
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    files = 12
-    for i in range(files):
-        (inputs / f"f{i:02d}.txt").write_text(f"line {i}\n")
     mapper = script(tmp_path / "env.sh",
                     "cat >/dev/null\n"
                     "echo \"$mapreduce_task_id\t$PPID $mapreduce_task_attempt_id "
                     "$mapreduce_map_input_file $TMPDIR ${PATH%%:*} $PWD $(env | wc -l)\"\n")
-    out = tmp_path / "out"
-    proc = run_hstream("jar-free", "-input", str(inputs), "-output", str(out), "-mapper",
-                       str(mapper), "-reducer", "cat", "-cmdenv", "CHOSEN=1", cwd=tmp_path,
-                       timeout=120)
-    assert proc.returncode == 0, proc.stderr
     rows = [(task, *rest.split()) for task, rest in
-            (line.split("\t") for line in read_output(out).decode().splitlines())]
-    assert len({runner for _, runner, *_ in rows}) < files, "no runner was reused"
-    assert sorted(Path(row[3]).name for row in rows) == sorted(p.name for p in inputs.iterdir())
+            (line.split("\t") for line in small_maps(tmp_path, mapper))]
+    assert len({runner for _, runner, *_ in rows}) < SMALL_MAPS, "no runner was reused"
+    assert sorted(Path(row[3]).name for row in rows) == [f"f{i:02d}.txt" for i in range(SMALL_MAPS)]
     for task, _, attempt, _, tmp, first_path, cwd, _ in rows:
         assert attempt.startswith(task.replace("task_", "attempt_", 1) + "_")
         assert Path(cwd).parent.name == attempt and tmp == str(Path(cwd).parent / "tmp")
@@ -499,11 +498,6 @@ def test_a_kept_runners_next_map_runs_in_its_cgroup_swept_of_the_last_ones_lefto
     cost the kernel more than a small map), so the next map runs where the last one's
     background child was: the sweep must have killed it before."""
     require(procs.own_cgroup() is not None, "a writable cgroup v2 hierarchy")
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    files = 12
-    for i in range(files):
-        (inputs / f"f{i:02d}.txt").write_text(f"line {i}\n")
     mapper = tmp_path / "probe.py"
     mapper.write_text(f"""#!{sys.executable}
 import os, subprocess, sys
@@ -522,14 +516,10 @@ sys.stdout.flush()
 subprocess.Popen(["sleep", "1004"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 """)
     mapper.chmod(0o755)
-    out = tmp_path / "out"
-    proc = run_hstream("jar-free", "-input", str(inputs), "-output", str(out), "-mapper",
-                       str(mapper), "-reducer", "cat", cwd=tmp_path, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    rows = [line.split("\t") for line in read_output(out).decode().splitlines()]
-    assert len(rows) == files
-    assert len({cgroup for _, cgroup, _ in rows}) < files, "no map ran in a kept runner's cgroup"
-    assert [left for _, _, left in rows] == ["0"] * files  # none met the last one's child
+    rows = [line.split("\t") for line in small_maps(tmp_path, mapper)]
+    assert len(rows) == SMALL_MAPS
+    assert len({cg for _, cg, _ in rows}) < SMALL_MAPS, "no map ran in a kept runner's cgroup"
+    assert [left for _, _, left in rows] == ["0"] * SMALL_MAPS  # none met the last one's child
     assert sleepers("1004") == []
 
 
