@@ -117,7 +117,7 @@ def spark_home() -> str:
     """pyspark's directory: it holds bin/spark-class and the jars."""
     import pyspark
 
-    return os.path.dirname(os.path.abspath(pyspark.__file__))
+    return os.path.dirname(os.path.abspath(str(pyspark.__file__)))
 
 
 def _wait_log(daemon: Daemon, pattern: str, timeout: float) -> re.Match[str]:
