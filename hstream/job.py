@@ -162,9 +162,8 @@ class TaskSpec:
     output_dir: str
     split: Split | None = None
     sources: list[MapOutput] = field(default_factory=list)
-    #: The job's number of maps. A reduce whose `sources` has fewer (it started before every
-    #: map was done: slowstart) hears of the others on the runner's stdin as they finish; a map
-    #: sizes the sorted runs it may leave its reducer by it (`maptask._published_runs`).
+    #: A reduce's number of maps: when `sources` has fewer (it started before every map was
+    #: done: slowstart), the others arrive on the runner's stdin as they finish.
     num_maps: int = 0
     lazy_output: bool = False
     shared_fs: bool = True

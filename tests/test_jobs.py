@@ -249,26 +249,6 @@ def test_big_input_spills_and_merges(tmp_path: Path) -> None:
     assert c["Spilled Records"] > c["Map output records"], "the job should have spilled to disk"
 
 
-def test_one_reducer_merges_the_maps_sorted_runs_itself(tmp_path: Path) -> None:
-    """With one reducer a map leaves its sorted runs as they are and the reducer merges them
-    with every other map's: no merge on the map side, so Hadoop's "Spilled Records" counts
-    each record once (a merge of spills counts them again). A key with a byte below the tab
-    midway switches the later runs to key order; the output is still the pipeline's."""
-    a = write(tmp_path / "in" / "a.txt", text_corpus(3, 20000))
-    mixed = text_corpus(4, 20000)
-    write(tmp_path / "in" / "b.txt", mixed[:len(mixed) // 2] + b"ab\x01 ab\n" +
-          mixed[len(mixed) // 2:])
-    out = tmp_path / "out"
-    proc = run_hstream("jar-free", "-D", "hstream.sort.buffer.bytes=262144", "-input",
-                       str(a.parent), "-output", str(out), "-mapper", WC_MAP, "-reducer",
-                       WC_REDUCE, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert_same_output(out, reference(sorted(a.parent.iterdir()), WC_MAP, WC_REDUCE, tmp_path))
-    c = counters(proc.stderr)
-    assert c["Map output bytes"] > 4 * 262144, "each map should have spilled several runs"
-    assert c["Spilled Records"] == c["Map output records"] == c["Reduce input records"]
-
-
 def test_task_environment_has_hadoop_variables(tmp_path: Path) -> None:
     data = write(tmp_path / "a.txt", b"one\n")
     mapper = write(tmp_path / "env.sh", b"#!/bin/sh\ncat >/dev/null\n"

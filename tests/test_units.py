@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 import socket
@@ -13,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -28,7 +26,6 @@ from hstream.task.partition import count_groups, partition_of, route_lines, rout
 from hstream.task.sorting import (
     BZIP2,
     GZIP,
-    Run,
     SortFailed,
     SortOrder,
     SpillCodec,
@@ -258,29 +255,6 @@ def test_a_spill_larger_than_sorts_memory_is_still_one_sorted_run(
     assert len(runs) == 1 and runs[0].records == len(lines)
     assert Path(runs[0].path).read_bytes() == b"".join(sorted(lines))
     assert [p.name for p in (tmp_path / "spills").iterdir()] == [Path(runs[0].path).name]
-
-
-def test_a_spiller_cuts_its_first_runs_to_what_one_sort_sorts_in_one_pass(tmp_path: Path) -> None:
-    """Runs a map may hand its reducer unmerged are cut to one in-memory pass of sort (bytes
-    plus LINE_COST a line within `one_pass_weight`), a set number of them; then runs of the
-    whole buffer again. Every line is in exactly one run, each run sorted."""
-    rng = random.Random(11)
-    lines = [b"w%d\t1\n" % rng.randint(0, 9999) for _ in range(120000)]
-    buffer = 256 << 10
-    spiller = Spiller(SortOrder(), buffer=buffer, workdir=str(tmp_path), one_pass=6)
-    data = b"".join(lines)
-    for i in range(0, len(data), 50000):
-        spiller.write(data[i:i + 50000])
-    runs = spiller.close()
-    weights = [Path(r.path).stat().st_size + sorting.LINE_COST * r.records for r in runs]
-    cap = sorting.one_pass_weight(buffer)
-    assert all(cap * 0.9 < w <= cap * 1.05 for w in weights[:6]), weights
-    sizes = [Path(r.path).stat().st_size for r in runs[6:-1]]
-    assert sizes and all(buffer * 0.9 < n <= buffer for n in sizes), sizes
-    assert sum(r.records for r in runs) == len(lines)
-    assert all(Path(r.path).read_bytes() == b"".join(sorted(Path(r.path).read_bytes()
-               .splitlines(keepends=True))) for r in runs)
-    assert sorted(_merged(runs, SortOrder(), tmp_path).splitlines(keepends=True)) == sorted(lines)
 
 
 def _spill(lines: list[bytes], tmp: Path, buffer: int, codec: SpillCodec | None = None,
@@ -724,109 +698,6 @@ def test_a_reducer_on_the_maps_host_merges_their_files_where_they_are(
         assert fetched.keys == ({str(big): str(names)} if in_place else {})
         assert len(fetched.paths) == 2 and Path(fetched.paths[1]).parent == dest  # one pack
     assert (maps / sources[0].attempt_id / "part-00000").read_bytes() == b"k0\tv\n"
-
-
-def _map_in_runs(maps: Path, m: int, runs: list[bytes]) -> Path:
-    """A map output whose one partition the map left in several sorted runs."""
-    out = maps / f"attempt_1_0001_m_{m:06d}_0"
-    out.mkdir(parents=True)
-    for i, run in enumerate(runs):
-        (out / shuffle.run_name(0, i)).write_bytes(run)
-    records = sum(run.count(b"\n") for run in runs)
-    shuffle.write_meta(str(out), False, [records], [len(runs)])
-    return out
-
-
-def test_a_map_left_in_sorted_runs_reaches_its_reducer_as_those_runs(
-        shuffle_server: tuple[int, protocol.Auth, Path], tmp_path: Path) -> None:
-    """A map that published its partition as several sorted runs: the reducer's merge gets
-    each run as an input, read where it is on the map's host and fetched as as many files
-    from another, in the map's order; merged with the other maps they give every line."""
-
-    port, auth, maps = shuffle_server
-    big = [b"".join(b"k%06d\t%d\n" % (i, r) for i in range(r, 90000, 3)) for r in range(3)]
-    out = _map_in_runs(maps, 0, [*big, b""])  # an empty last run too
-    (maps / "attempt_1_0001_m_000001_0").mkdir(parents=True)
-    (maps / "attempt_1_0001_m_000001_0" / "part-00000").write_bytes(b"k000001\tother\n")
-    sources = [MapOutput(m, f"attempt_1_0001_m_{m:06d}_0", "127.0.0.1", port) for m in (0, 1)]
-    spec = TaskSpec("job_1_0001", "reduce", 0, 0, 1, "cat", None, {}, {}, [], str(tmp_path),
-                    sources=sources, num_maps=2)
-    everything = sorted(b"".join([*big, b"k000001\tother\n"]).splitlines(keepends=True))
-    for in_place in (True, False):
-        dest = tmp_path / f"inputs-{in_place}"
-        dest.mkdir()
-        fetched = shuffle.fetch_all(spec, str(dest), auth, in_place=in_place)
-        assert fetched.failed_map is None and fetched.records == len(everything)
-        assert fetched.bytes == len(b"".join(everything)) and fetched.maps == 2
-        assert [Path(p).read_bytes() for p in fetched.paths[:4]] == [*big, b""]
-        owner = {Path(p).parent for p in fetched.paths[:4]}
-        assert owner == ({out} if in_place else {dest})
-        merged = _merged([Run(p, False) for p in fetched.paths], SortOrder(), tmp_path)
-        assert merged.splitlines(keepends=True) == everything
-
-
-def test_a_map_output_whose_meta_names_no_runs_it_has_is_missing(
-        shuffle_server: tuple[int, protocol.Auth, Path], tmp_path: Path) -> None:
-    """A meta.json whose run count is not 1 to MAX_RUNS, or names a run that is not there: the
-    output is served as missing (its map runs again), never as part of itself."""
-
-    port, auth, maps = shuffle_server
-    out = _map_in_runs(maps, 0, [b"a\t1\n", b"b\t1\n"])
-    src = MapOutput(0, out.name, "127.0.0.1", port)
-    dest = str(tmp_path / "fetched")
-    assert shuffle.fetch_one(src, "job_1_0001", 0, dest, auth)[:2] == (8, 2)
-    for bad in ([3], [0], [shuffle.MAX_RUNS + 1], ["2"], [True], [-1], {"0": 2}, [None]):
-        (out / "meta.json").write_text(json.dumps({"keyed": False, "runs": bad}))
-        with pytest.raises(FileNotFoundError):
-            shuffle.fetch_one(src, "job_1_0001", 0, dest, auth)
-
-
-def test_a_reply_that_announces_runs_is_checked_before_a_byte_is_written(tmp_path: Path) -> None:
-    """The runs a data reply announces must be 1 to MAX_RUNS sizes that add up to its size;
-    a local reply's further runs must each name a file as the first does, and one that is not
-    the very file announced makes the reducer fetch instead."""
-
-    src = MapOutput(0, "attempt_1_0001_m_000000_0", "127.0.0.1", 1)
-    assert shuffle._run_sizes([3, 0, 5], 8, src) == [3, 0, 5]
-    for bad in ([3, 4], [9, -1], [True, 7], ["8"], [], [0] * (shuffle.MAX_RUNS + 1) + [8],
-                8, None, [8.0]):
-        with pytest.raises(ProtocolError, match="its runs"):
-            shuffle._run_sizes(bad, 8, src)
-    first, second = tmp_path / "part-00000", tmp_path / "part-00000.r1"
-    first.write_bytes(b"a\t1\n")
-    second.write_bytes(b"b\t1\nc\t1\n")
-
-    def named(path: Path) -> dict[str, Any]:
-        st = path.stat()
-        return {"path": str(path), "size": st.st_size, "device": st.st_dev, "inode": st.st_ino}
-
-    head = {"op": "local", **named(first), "keyed": False, "more": [named(second)]}
-    dest = str(tmp_path / "fetched")
-    seg = shuffle._read_in_place(head, src, -1, dest)
-    assert seg is not None and (seg.path, seg.more) == (str(first), [str(second)])
-    assert (seg.size, seg.records) == (12, 3)
-    small = shuffle._read_in_place(head, src, 1 << 10, dest)  # into memory, for a pack to sort
-    assert small is not None and small.data == b"a\t1\nb\t1\nc\t1\n"
-    for wrong in ({"inode": second.stat().st_ino + 1}, {"size": 3}):
-        assert shuffle._read_in_place({**head, "more": [{**named(second), **wrong}]}, src, -1,
-                                      dest) is None, wrong
-    for bad in ([{**named(second), "path": "part-00000.r1"}], [named(second)] * shuffle.MAX_RUNS,
-                "more", [None], [{**named(second), "size": -1}]):
-        with pytest.raises(ProtocolError, match="malformed local reply"):
-            shuffle._read_in_place({**head, "more": bad}, src, -1, dest)
-    with pytest.raises(ProtocolError, match="malformed local reply"):  # a pack is one range
-        shuffle._read_in_place({**head, "offset": 0}, src, -1, dest)
-
-
-def test_a_merge_of_many_runs_reads_them_all_in_one_pass(tmp_path: Path) -> None:
-    """sort merges 16 inputs at a time unless told more, the rest first into temporary files:
-    a reducer's merge of many maps' runs must start at once."""
-    few = merge_command(SortOrder(), [Run(f"/r{i}", False) for i in range(sorting.FAN_IN)], 1 << 20,
-                        str(tmp_path))
-    assert not any(a.startswith("--batch-size") for a in few)
-    many = merge_command(SortOrder(), [Run(f"/r{i}", False) for i in range(300)], 1 << 20,
-                         str(tmp_path))
-    assert "--batch-size=300" in many and many[-300:] == [f"/r{i}" for i in range(300)]
 
 
 def test_reduce_groups_are_counted_from_keys_files_only_when_every_run_has_one() -> None:

@@ -610,7 +610,7 @@ class Scheduler:
             combiner=spec.combiner if is_map else None,
             conf=spec.conf, env=spec.cmdenv, files=spec.files,
             output_dir=job.staging, split=task.split, sources=sources,
-            num_maps=len(job.maps),
+            num_maps=0 if is_map else len(job.maps),
             lazy_output=spec.lazy_output, shared_fs=spec.shared_fs,
         )
 

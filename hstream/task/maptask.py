@@ -119,9 +119,8 @@ def run_map(attempt: Attempt) -> TaskResult:
     else:
         watch = Stopwatch()
         order = sort_order(attempt.conf)
-        codec = mapcodec.spill_codec(attempt.conf)
         spiller = Spiller(order, attempt.buffer, attempt.tmp, attempt.output_limit(),
-                          codec=codec, one_pass=_published_runs(attempt, order, codec) - 1)
+                          codec=mapcodec.spill_codec(attempt.conf))
         out_bytes = attempt.drain(proc, spiller.write)
         _check_input(feeder, errors, attempt)
         runs = spiller.close(keep_small=attempt.packs and not spec.combiner)
@@ -158,25 +157,21 @@ def _partition(attempt: Attempt, order: SortOrder, runs: list[Run]) -> None:
     outdir = shuffle.map_output_dir(attempt.job_dir, spec.attempt_id)
     os.makedirs(outdir, exist_ok=True)
     keyed = any(r.keyed for r in runs)
+    if len(runs) > 1:
+        attempt.count("Spilled Records", sum(r.records for r in runs))
     counts = None  # partitions' line counts, where known for free
-    published = None  # how many sorted runs each partition is in, where more than one
-    merged = len(runs) > 1  # Hadoop counts the records of a merge of spills as spilled again
     if spec.num_reduces == 1 and not spec.combiner:
-        n = _single_partition(attempt, order, runs, outdir)
+        _single_partition(attempt, order, runs, os.path.join(outdir, shuffle.partition_name(0)))
         counts = [sum(r.records for r in runs)]
-        if n > 1:
-            published, merged = [n], False
     else:
         _route(attempt, order, runs, outdir)
-    if merged:
-        attempt.count("Spilled Records", sum(r.records for r in runs))
     for r in runs:
         if os.path.exists(r.path):
             os.unlink(r.path)
     compressed = mapcodec.compress_partitions(outdir, attempt.conf)
     if compressed is not None:
         attempt.count("Map output materialized bytes", compressed)
-    shuffle.write_meta(outdir, keyed or spec.combiner is not None, counts, published)
+    shuffle.write_meta(outdir, keyed or spec.combiner is not None, counts)
 
 
 def _pack(attempt: Attempt, order: SortOrder, data: bytes) -> list[int]:
@@ -200,32 +195,12 @@ class _MemorySink:
         self.data += data
 
 
-def _published_runs(attempt: Attempt, order: SortOrder, codec: object) -> int:
-    """How many sorted runs the map may leave its reducer unmerged (`Spiller.one_pass`): up to
-    the reducer's share of merge inputs per map (`shuffle.MERGE_INPUTS`), when a worker serves
-    them and they are plain runs in the default order that nothing on the map side must see
-    merged (one reducer, no combiner); else 1."""
-    spec = attempt.spec
-    if not (attempt.packs and spec.num_reduces == 1 and not spec.combiner and codec is None
-            and not order.comparator):
-        return 1
-    return max(min(shuffle.MAX_RUNS, shuffle.MERGE_INPUTS // max(spec.num_maps, 1)), 1)
-
-
-def _single_partition(attempt: Attempt, order: SortOrder, runs: list[Run], outdir: str) -> int:
-    """One reducer: no routing at all. The run is the partition; runs the map may publish stay
-    the partition's runs (`shuffle.run_name`), merged by its reducer with every other map's;
-    else `sort -m` writes the partition. Returns how many runs it is in."""
-    path = os.path.join(outdir, shuffle.partition_name(0))
+def _single_partition(attempt: Attempt, order: SortOrder, runs: list[Run], path: str) -> None:
+    """One reducer: no routing at all; the run is the partition, or `sort -m` writes it."""
     if not runs:
         open(path, "wb").close()
-    elif 1 < len(runs) <= _published_runs(attempt, order, runs[0].codec):
-        for i, run in enumerate(runs):
-            os.replace(run.path, os.path.join(outdir, shuffle.run_name(0, i)))
-        return len(runs)
     else:
         merge_to_file(order, runs, attempt.buffer, attempt.tmp, path, "merging map output")
-    return 1
 
 
 def _route(attempt: Attempt, order: SortOrder, runs: list[Run], outdir: str) -> None:

@@ -27,7 +27,6 @@ Stdlib only.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -57,13 +56,6 @@ MAX_ARRIVAL_LINE = 16 << 20
 _ID = re.compile(r"^[A-Za-z0-9_]+$")
 #: A map's partition up to this size is fetched into memory and packed (see `Packs`).
 PACK_SEGMENT = 256 << 10
-#: Most sorted runs one map's partition may be in (`run_name`): each is an input of the
-#: reducer's merge.
-MAX_RUNS = 64
-#: The merge inputs a reducer's partition may come in, all maps together: the maps publish
-#: their sorted runs unmerged only within it (`maptask._published_runs`), so the merge reads
-#: every input in one pass (sort opens each at once) and starts at once.
-MERGE_INPUTS = 512
 
 
 def map_output_dir(job_dir: str, attempt_id: str) -> str:
@@ -72,12 +64,6 @@ def map_output_dir(job_dir: str, attempt_id: str) -> str:
 
 def partition_name(r: int) -> str:
     return f"part-{r:05d}"
-
-
-def run_name(r: int, i: int) -> str:
-    """Sorted run `i` of partition `r`, for a map that left its partition in several
-    (`maptask._single_partition`): the partition's own file, then ``part-RRRRR.rI``."""
-    return partition_name(r) if i == 0 else f"{partition_name(r)}.r{i}"
 
 
 def keys_name(r: int) -> str:
@@ -109,15 +95,13 @@ def append_pack(job_dir: str, parts: list[bytes]) -> list[int]:
 PackedLookup = Callable[[str, str], "tuple[int, list[int]] | None"]
 
 
-def write_meta(outdir: str, keyed: bool, records: list[int] | None = None,
-               runs: list[int] | None = None) -> None:
+def write_meta(outdir: str, keyed: bool, records: list[int] | None = None) -> None:
     """Only a keyed output, or one whose partitions' line counts the map knows, has a
     meta.json: a file is an inode to allocate, and a job of thousands of small maps pays
-    for each one. The counts spare the reducer counting lines for its counters; `runs`
-    says how many sorted runs each partition is in (`run_name`), where more than one."""
-    if keyed or records is not None or runs is not None:
+    for each one. The counts spare the reducer counting lines for its counters."""
+    if keyed or records is not None:
         with open(os.path.join(outdir, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump({"keyed": keyed, "records": records, "runs": runs}, f)
+            json.dump({"keyed": keyed, "records": records}, f)
 
 
 def read_meta(outdir: str) -> bool:
@@ -141,16 +125,6 @@ def _records(meta: dict[str, Any], part: int) -> dict[str, int]:
     if isinstance(counts, list) and part < len(counts) and _count(counts[part]) is not None:
         return {"records": counts[part]}
     return {}
-
-
-def _runs_of(meta: dict[str, Any], part: int) -> int:
-    """How many sorted runs partition `part` is in; 0 if the meta says something else than a
-    count from 1 to MAX_RUNS (the output is then served as missing, and its map runs again)."""
-    counts = meta.get("runs")
-    if counts is None:
-        return 1
-    n = _count(counts[part]) if isinstance(counts, list) and part < len(counts) else None
-    return n if n is not None and 1 <= n <= MAX_RUNS else 0
 
 
 def _count(value: Any) -> int | None:
@@ -212,32 +186,25 @@ def serve_fetch(chan: protocol.Channel, msg: dict[str, object], workdir: str,
             and _ID.match(job_id) and _ID.match(attempt_id) and part >= 0):
         raise ProtocolError(f"{chan.peer}: malformed fetch request")
     outdir = map_output_dir(os.path.join(workdir, job_id), attempt_id)
+    path = os.path.join(outdir, partition_name(part))
     local = bool(msg.get("in_place")) and same_host
-    meta = _meta(outdir)
-    with contextlib.ExitStack() as stack:
-        try:
-            files = [stack.enter_context(open(os.path.join(outdir, run_name(part, i)), "rb"))
-                     for i in range(_runs_of(meta, part))]
-        except OSError:
-            files = []
-        if not files:
-            if not _serve_packed(chan, workdir, job_id, attempt_id, part, packs, local):
-                chan.send({"op": "missing"})
-            return
-        keyed, records = bool(meta.get("keyed")), _records(meta, part)
-        stats = [os.fstat(f.fileno()) for f in files]
+    try:
+        meta = _meta(outdir)
+        f2 = open(path, "rb")
+    except OSError:
+        if not _serve_packed(chan, workdir, job_id, attempt_id, part, packs, local):
+            chan.send({"op": "missing"})
+        return
+    keyed, records = bool(meta.get("keyed")), _records(meta, part)
+    with f2:
+        st = os.fstat(f2.fileno())
         if local:
-            where = [{"path": os.path.abspath(f.name), "size": st.st_size, "device": st.st_dev,
-                      "inode": st.st_ino} for f, st in zip(files, stats, strict=True)]
-            more = {"more": where[1:]} if len(where) > 1 else {}
-            chan.send({"op": "local", **where[0], "keyed": keyed, **records, **more,
+            chan.send({"op": "local", "path": os.path.abspath(path), "size": st.st_size,
+                       "device": st.st_dev, "inode": st.st_ino, "keyed": keyed, **records,
                        **_keys_file(outdir, part)})
             return
-        sizes = [st.st_size for st in stats]
-        cuts = {"runs": sizes} if len(sizes) > 1 else {}
-        chan.send({"op": "data", "size": sum(sizes), "keyed": keyed, **records, **cuts})
-        chan.send_stream(chunk for f, size in zip(files, sizes, strict=True)
-                         for chunk in _upto(f, size))
+        chan.send({"op": "data", "size": st.st_size, "keyed": keyed, **records})
+        chan.send_stream(iter(lambda: f2.read(protocol.STREAM_FRAME), b""))
 
 
 def _keys_file(outdir: str, part: int) -> dict[str, Any]:
@@ -324,8 +291,6 @@ class Segment:
     data: bytes | None = None
     #: The map's file of this partition's keys, beside `path` (see `Fetched.keys`).
     keys: str | None = None
-    #: The partition's other sorted runs, after `path`, when the map left it in several.
-    more: list[str] = field(default_factory=list)
 
 
 def fetch_one(src: MapOutput, job_id: str, partition: int, dest: str,
@@ -365,65 +330,15 @@ def _fetch_on(chan: protocol.Channel, src: MapOutput, job_id: str, partition: in
     size, keyed = head["size"], bool(head["keyed"])
     if not isinstance(size, int) or size < 0:
         raise ProtocolError(f"{src.host}: malformed data reply")
-    sizes = _run_sizes(head.get("runs", [size]), size, src)
     counted = _announced(head, size)
-    if size <= pack_limit:  # a pack sorts what it is given: runs may come as one
+    if size <= pack_limit:
         data = bytearray()
         got, records = _receive(chan, src, size, data.extend, counted is None)
         return Segment(got, records if counted is None else counted, keyed, data=bytes(data))
-    paths = [dest] + [f"{dest}.r{i}" for i in range(1, len(sizes))]
-    with _RunFiles(paths, sizes) as out:
+    with open(dest + ".tmp", "wb") as out:
         got, records = _receive(chan, src, size, out.write, counted is None)
-    return Segment(got, records if counted is None else counted, keyed, path=dest,
-                   more=paths[1:])
-
-
-def _run_sizes(sizes: Any, size: int, src: MapOutput) -> list[int]:
-    """The sizes of the sorted runs a data reply announces (one: the whole); they must be 1 to
-    MAX_RUNS counts that add up to its size."""
-    if not (isinstance(sizes, list) and 1 <= len(sizes) <= MAX_RUNS
-            and all(_count(n) is not None for n in sizes) and sum(sizes) == size):
-        raise ProtocolError(f"{src.host}: malformed data reply (its runs)")
-    return sizes
-
-
-class _RunFiles:
-    """Writes a stream of consecutive runs into a file each (`sizes` bytes apiece); each
-    file appears whole at its path once every byte has arrived."""
-
-    def __init__(self, paths: list[str], sizes: list[int]) -> None:
-        self.paths, self.sizes = paths, sizes
-        self.files: list[IO[bytes]] = []
-        self.left = 0
-
-    def __enter__(self) -> _RunFiles:
-        return self
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            while not self.left:
-                self._next()
-            n = min(len(view), self.left)
-            self.files[-1].write(view[:n])
-            view, self.left = view[n:], self.left - n
-
-    def _next(self) -> None:
-        if len(self.files) == len(self.paths):
-            raise ProtocolError("a fetch sent more than its runs hold")
-        self.files.append(open(self.paths[len(self.files)] + ".tmp", "wb"))
-        self.left = self.sizes[len(self.files) - 1]
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        while kind is None and len(self.files) < len(self.paths):
-            self._next()  # empty runs at the end
-        for f in self.files:
-            f.close()
-        for path in self.paths[:len(self.files)]:
-            if kind is None:
-                os.replace(path + ".tmp", path)
-            elif os.path.exists(path + ".tmp"):
-                os.unlink(path + ".tmp")
+    os.replace(dest + ".tmp", dest)
+    return Segment(got, records if counted is None else counted, keyed, path=dest)
 
 
 def _read_in_place(head: dict[str, Any], src: MapOutput, pack_limit: int,
@@ -433,55 +348,32 @@ def _read_in_place(head: dict[str, Any], src: MapOutput, pack_limit: int,
     of the merge (its lines counted), or read into memory for a pack when small; a range of
     a pack file (`offset`; at most a small map's output) is read like a fetch's bytes.
     None: fetch it instead."""
-    offset, more = head.get("offset"), head.get("more", [])
+    path, size, offset = head.get("path"), head.get("size"), head.get("offset")
     whole = offset is None
-    if not (_file_named(head) and (whole or isinstance(offset, int) and offset >= 0)
-            and isinstance(more, list) and len(more) < MAX_RUNS and (whole or not more)
-            and all(isinstance(m, dict) and _file_named(m) for m in more)):
+    if not (isinstance(path, str) and os.path.isabs(path) and isinstance(size, int)
+            and size >= 0 and (whole or isinstance(offset, int) and offset >= 0)):
         raise ProtocolError(f"{src.host}: malformed local reply")
-    runs, size = [head, *more], sum(r["size"] for r in [head, *more])
     if not whole and size > SMALL_RUN:  # no map packs that much: not worth a look
         return None
-    with contextlib.ExitStack() as stack:
-        files = [f for f in (_open_announced(r, whole, stack) for r in runs) if f is not None]
-        if len(files) != len(runs):
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return None
+    with f:
+        st = os.fstat(f.fileno())
+        if (st.st_dev, st.st_ino) != (head.get("device"), head.get("inode")) or (
+                whole and st.st_size != size):
             return None
         if whole and size > pack_limit:
             records = _announced(head, size)
             if records is None:  # the map did not count them: read them
-                records = sum(map(_newlines, files))
-            return Segment(size, records, bool(head.get("keyed")), path=head["path"],
-                           keys=_keys_in_place(head), more=[m["path"] for m in more])
-        data = b"".join(os.pread(f.fileno(), r["size"], offset or 0)
-                        for f, r in zip(files, runs, strict=True))
+                records = sum(c.count(b"\n") for c in iter(lambda: f.read(1 << 20), b""))
+            return Segment(size, records, bool(head.get("keyed")), path=path,
+                           keys=_keys_in_place(head))
+        data = os.pread(f.fileno(), size, offset or 0)
     if len(data) != size:  # a pack its task cut short: the fetch says so
         return None
     return _landed(data, bool(head.get("keyed")), pack_limit, dest)
-
-
-def _newlines(f: IO[bytes]) -> int:
-    return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-
-
-def _file_named(reply: dict[str, Any]) -> bool:
-    """Whether a `local` reply (or one of its `more` runs) names a file as it must."""
-    path, size = reply.get("path"), reply.get("size")
-    return isinstance(path, str) and os.path.isabs(path) and _count(size) is not None
-
-
-def _open_announced(run: dict[str, Any], whole: bool,
-                    stack: contextlib.ExitStack) -> IO[bytes] | None:
-    """The file a `local` reply names, if this process opens that very file (its device and
-    inode as announced, and all of it of the announced size); else None."""
-    try:
-        f = stack.enter_context(open(run["path"], "rb"))
-    except OSError:
-        return None
-    st = os.fstat(f.fileno())
-    if (st.st_dev, st.st_ino) != (run.get("device"), run.get("inode")) or (
-            whole and st.st_size != run["size"]):
-        return None
-    return f
 
 
 def _keys_in_place(head: dict[str, Any]) -> str | None:
@@ -707,9 +599,8 @@ def _fold(result: Fetched, map_index: int, fut: Future[Segment]) -> None:
             result.failed_map, result.error = map_index, str(e)
         return
     if seg.path is not None:
-        for path in (seg.path, *seg.more):
-            result.paths.append(path)
-            result.order[path] = map_index
+        result.paths.append(seg.path)
+        result.order[seg.path] = map_index
         if seg.keys is not None:
             result.keys[seg.path] = seg.keys
     result.maps += 1

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,10 +51,6 @@ SORT_MEMORY = 16 << 20
 #: Map output up to this size is sorted in the runner (Python's sort of a few thousand lines
 #: costs less than starting a `sort`): the common case of many small input files.
 SMALL_RUN = 256 << 10
-#: What GNU sort holds per line besides its bytes (its line record and bookkeeping): a run of
-#: B bytes in L lines sorts in one pass, with no temporary file, when B + LINE_COST * L fits
-#: its buffer (measured: 41 to 48 bytes with coreutils 9.1).
-LINE_COST = 48
 
 
 @dataclass(frozen=True)
@@ -198,25 +193,17 @@ class Team:
 @dataclass
 class Spiller:
     """Takes map output in arbitrary chunks, writes sorted runs of at most `buffer` bytes
-    (compressed with `codec` if given).
-
-    The first `one_pass` runs are cut smaller: each one what a single `sort` sorts in memory in
-    one pass (`one_pass_weight`). Such runs need no merge on the map side
-    when they go to the reducer as they are (`maptask._single_partition`): sort's own merge of
-    its temporary files, a pass over every line while both cores are busy mapping, becomes
-    the reducer's merge, which runs beside the reducer on a core that is otherwise idle."""
+    (compressed with `codec` if given)."""
 
     order: SortOrder
     buffer: int
     workdir: str
     limit: LineLimit | None = None
     codec: SpillCodec | None = None
-    one_pass: int = 0
     runs: list[Run] = field(default_factory=list)
     keyed: bool = False
     _proc: subprocess.Popen[bytes] | None = None
     _team: Team | None = None
-    #: The current run's bytes, or in a one-pass run its weight (bytes + LINE_COST per line).
     _filled: int = 0
     _pending: Team | None = None
     #: Output held back while it is small (see SMALL_RUN); it may never need a sort process.
@@ -246,31 +233,19 @@ class Spiller:
             self._spill(data)
 
     def _spill(self, data: Lines) -> None:
-        """Into sort processes, a buffer's (or one pass's) worth each."""
+        """Into sort processes, a buffer's worth each."""
         pos, n = 0, len(data)  # slices go out as views: a long line is never copied
-        lines = data.count(b"\n")
         while pos < n:
             if self._proc is None:
                 self._start_run()
-            weight = self._weight(n - pos, lines)
-            room = max(self._capacity() - self._filled, 0) * (n - pos) // weight
+            room = self.buffer - self._filled
             if n - pos <= room:
-                self._feed(data, pos, n, lines)
+                self._feed(data, pos, n)
                 return
             cut = data.rfind(b"\n", pos, pos + room) + 1 or data.find(b"\n", pos + room) + 1
-            fed = self._feed(data, pos, cut)
-            pos, lines = cut, lines - fed
+            self._feed(data, pos, cut)
+            pos = cut
             self._end_run()
-
-    def _one_pass(self) -> bool:
-        """Whether the current run is cut to one sort's single pass."""
-        return len(self.runs) <= self.one_pass
-
-    def _capacity(self) -> int:
-        return one_pass_weight(self.buffer) if self._one_pass() else self.buffer
-
-    def _weight(self, size: int, lines: int) -> int:
-        return max(size + LINE_COST * lines if self._one_pass() else size, 1)
 
     def _hold(self, data: Lines) -> bool:
         """Keep `data` in memory while all output so far is a small plain run (a tiny map's
@@ -302,18 +277,14 @@ class Spiller:
         lines.sort()
         return b"\n".join(lines) + b"\n" if lines else b""
 
-    def _feed(self, data: Lines, start: int, end: int, lines: int | None = None) -> int:
-        """data[start:end] (`lines` lines, counted here if not given) into the current run."""
+    def _feed(self, data: Lines, start: int, end: int) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         try:
             self._proc.stdin.write(memoryview(data)[start:end])
         except BrokenPipeError:  # the sort died (or its compressor); its message says why
             self._failed()
-        if lines is None:
-            lines = data.count(b"\n", start, end)
-        self._filled += self._weight(end - start, lines)
-        self.runs[-1].records += lines
-        return lines
+        self._filled += end - start
+        self.runs[-1].records += data.count(b"\n", start, end)
 
     def _start_run(self) -> None:
         suffix = self.codec.suffix if self.codec else ""
@@ -384,15 +355,6 @@ class Spiller:
         return self.runs
 
 
-def one_pass_weight(buffer: int) -> int:
-    """A one-pass run's most bytes + LINE_COST per line (never more than the map's buffer):
-    under half of what one `sort` of SORT_MEMORY sorts in one pass. Smaller runs sort faster
-    (they fit a CPU's cache): the 362 MB of `make bench`'s map output took 11.1 CPU-s of sort
-    in runs of 1 MB, 11.8 of 2 MB, 12.3 of 4 MB, against 14.4 as one spill a map. That is
-    about 1 MB of such short lines, a few dozen runs for a map of a 32 MB split."""
-    return min(buffer, SORT_MEMORY * 7 // 16)
-
-
 class SortFailed(OSError):
     """A `sort` (or a compressor of its runs) failed; the message says what it was doing and
     why, in one line."""
@@ -419,20 +381,8 @@ def describe_sort_error(err: str, status: int, where: str, program: str = "sort"
 
 
 def merge_command(order: SortOrder, runs: list[Run], buffer: int, tmpdir: str) -> list[str]:
-    """`sort -m` of the runs, reading all of them at once (as many as this process may open):
-    sort merges at most FAN_IN at a time by default, the rest in groups into temporary files
-    first, all of that before its first line of output."""
     keyed = any(r.keyed for r in runs)
-    argv = sort_command(order, keyed, buffer, tmpdir, merge=True)
-    batch = min(len(runs), _open_files() - FAN_IN)
-    if batch > FAN_IN:
-        argv.append(f"--batch-size={batch}")
-    return argv + [r.path for r in runs]
-
-
-def _open_files() -> int:
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return 1 << 16 if soft == resource.RLIM_INFINITY else soft
+    return sort_command(order, keyed, buffer, tmpdir, merge=True) + [r.path for r in runs]
 
 
 def merge_to_file(order: SortOrder, runs: list[Run], buffer: int, tmpdir: str, path: str,
