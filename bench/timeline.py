@@ -23,15 +23,9 @@ import psutil
 from run import HERE, bench_env, role_of
 
 
-def machine_busy() -> tuple[int, int]:
-    """(all jiffies, idle jiffies) since boot, from /proc/stat's first line."""
-    with open("/proc/stat", encoding="ascii") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return sum(fields), fields[3] + fields[4]
-
-
 def roles_cpu(root: psutil.Process, seen: dict[int, float]) -> dict[str, float]:
-    """CPU seconds each role took since the last call (`seen` keeps each process's total)."""
+    """CPU seconds each role took since the last call (`seen` keeps each process's total); a
+    process that ended since then counts only up to its last sample, as in `run.py`."""
     took: dict[str, float] = {}
     try:
         procs = [root, *root.children(recursive=True)]
@@ -60,16 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.Popen(command, env=bench_env(), cwd=HERE, stdout=subprocess.DEVNULL)
     root, start = psutil.Process(proc.pid), time.monotonic()
     seen: dict[int, float] = {}
-    total, idle = machine_busy()
+    psutil.cpu_percent()  # the machine's busy share is measured from here, step by step
+    cores = psutil.cpu_count() or 1
     while proc.poll() is None:
         time.sleep(args.step)
-        now_total, now_idle = machine_busy()
-        busy = 1 - (now_idle - idle) / max(now_total - total, 1)
-        total, idle = now_total, now_idle
+        busy = psutil.cpu_percent() * cores  # 200% is two cores
         took = sorted(roles_cpu(root, seen).items(), key=lambda kv: -kv[1])
         shares = " ".join(f"{role}={cpu:.2f}" for role, cpu in took if cpu >= 0.05)
-        cores = busy * (psutil.cpu_count() or 1)
-        print(f"{time.monotonic() - start:6.1f} s  busy {cores * 100:4.0f}%  {shares}", flush=True)
+        print(f"{time.monotonic() - start:6.1f} s  busy {busy:4.0f}%  {shares}", flush=True)
     print(f"exit {proc.returncode} after {time.monotonic() - start:.1f} s")
     return proc.returncode
 
