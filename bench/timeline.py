@@ -23,9 +23,10 @@ import psutil
 from run import HERE, bench_env, role_of
 
 
-def roles_cpu(root: psutil.Process, seen: dict[int, float]) -> dict[str, float]:
-    """CPU seconds each role took since the last call (`seen` keeps each process's total); a
-    process that ended since then counts only up to its last sample, as in `run.py`."""
+def roles_cpu(root: psutil.Process, seen: dict[tuple[int, float], float]) -> dict[str, float]:
+    """CPU seconds each role took since the last call (`seen` keeps each process's total, by
+    pid and start time as in `run.py`: a job of many short tasks reuses pids); a process that
+    ended since then counts only up to its last sample."""
     took: dict[str, float] = {}
     try:
         procs = [root, *root.children(recursive=True)]
@@ -33,13 +34,14 @@ def roles_cpu(root: psutil.Process, seen: dict[int, float]) -> dict[str, float]:
         return took
     for proc in procs:
         try:
+            key = (proc.pid, proc.create_time())
             times = proc.cpu_times()
             role = role_of(proc, root.pid)
         except psutil.Error:
             continue
         cpu = times.user + times.system
-        took[role] = took.get(role, 0.0) + cpu - seen.get(proc.pid, 0.0)
-        seen[proc.pid] = cpu
+        took[role] = took.get(role, 0.0) + cpu - seen.get(key, 0.0)
+        seen[key] = cpu
     return took
 
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("no command given")
     proc = subprocess.Popen(command, env=bench_env(), cwd=HERE, stdout=subprocess.DEVNULL)
     root, start = psutil.Process(proc.pid), time.monotonic()
-    seen: dict[int, float] = {}
+    seen: dict[tuple[int, float], float] = {}
     psutil.cpu_percent()  # the machine's busy share is measured from here, step by step
     cores = psutil.cpu_count() or 1
     while proc.poll() is None:
